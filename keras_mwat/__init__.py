@@ -1,0 +1,32 @@
+"""keras-mwat: learned margin-based sample reweighting for adversarial training in Keras.
+
+Example:
+```python
+import keras, keras_mwat as km
+data = km.data.load_embedded()
+model = km.MWATModel(km.zoo.small_cnn(), attack=km.attacks.PGD(eps=0.3, step_size=0.075), seed=0)
+model.compile(optimizer=keras.optimizers.SGD(0.05, momentum=0.9))
+model.fit(data.train_dataset(), validation_data=data.validation_dataset(), epochs=2)
+model.evaluate(data.test_dataset(), return_dict=True)
+```
+"""
+
+from keras_mwat import attacks, data, losses, margins, validation, weighting, zoo
+from keras_mwat.methods import AdversarialTrainingModel, MWATModel, PGDATModel
+from keras_mwat.weight_net import WeightNetwork
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AdversarialTrainingModel",
+    "MWATModel",
+    "PGDATModel",
+    "WeightNetwork",
+    "attacks",
+    "data",
+    "losses",
+    "margins",
+    "validation",
+    "weighting",
+    "zoo",
+]

@@ -1,0 +1,352 @@
+"""Attack classes: validated, serialisable hyperparameters over the pure attack functions.
+
+Paper: PGD from Madry et al., "Towards Deep Learning Models Resistant to Adversarial
+Attacks" (ICLR 2018); FGSM from Goodfellow et al., "Explaining and Harnessing Adversarial
+Examples" (ICLR 2015).
+
+Threat model: white-box, untargeted, L-infinity or L2 perturbations of radius ``eps`` per
+sample. Input range: ``value_range`` (default ``(0.0, 1.0)``, images scaled to [0, 1];
+``None`` for unbounded inputs); adversarial inputs never leave it.
+
+An ``Attack`` has two entry points:
+
+* ``attack(model, x, y)`` for standalone use on any Keras model that outputs logits; it
+  validates NumPy or tensor inputs and runs a ``tf.function`` cached per model.
+* ``attack.perturb(model_fn, x, y, seed=...)``, graph-safe (tensors in, tensors out), used
+  by the training models inside their ``train_step``.
+"""
+
+from __future__ import annotations
+
+import weakref
+from collections.abc import Callable
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from keras_mwat import validation
+from keras_mwat.attacks.pgd import INITS, pgd
+
+
+def _check_bool(value, name: str) -> bool:
+    if not isinstance(value, bool | np.bool_):
+        raise TypeError(f"`{name}` must be True or False, got {name}={value!r}.")
+    return bool(value)
+
+
+def _check_seed(seed) -> int | None:
+    if seed is None:
+        return None
+    return validation.check_int(seed, "seed", minimum=0)
+
+
+def _num_classes(model, x: np.ndarray) -> int:
+    """Number of logits ``model`` outputs, from its output shape or a one-sample probe."""
+    num_classes = None
+    try:
+        output_shape = model.output_shape
+        if isinstance(output_shape, list):
+            output_shape = output_shape[0]
+        num_classes = output_shape[-1]
+    except (AttributeError, ValueError, TypeError, IndexError):
+        num_classes = None
+    if num_classes is None:
+        probe = _model_fn(model)(tf.convert_to_tensor(x[:1]))
+        num_classes = probe.shape[-1]
+    if num_classes is None or num_classes < 2:
+        raise ValueError(
+            f"`model` must output logits of shape (n, num_classes >= 2), got {num_classes} "
+            "outputs per sample."
+        )
+    return int(num_classes)
+
+
+def _model_fn(model) -> Callable[[tf.Tensor], tf.Tensor]:
+    if isinstance(model, keras.Layer):
+        return lambda z: model(z, training=False)
+    return model
+
+
+@keras.saving.register_keras_serializable(package="keras_mwat")
+class Attack:
+    """Base class of the attacks: common hyperparameters, validation and standalone use.
+
+    Subclasses implement ``perturb`` and extend ``get_config``. Every attack takes
+    ``eps`` (radius of the ball), ``norm`` (``"linf"`` or ``"l2"``), ``value_range`` (the
+    ``(low, high)`` box of valid inputs, or None) and ``seed`` (an int for reproducible
+    random draws, or None).
+
+    Args:
+        eps: Radius of the perturbation ball, >= 0.
+        norm: ``"linf"`` or ``"l2"``.
+        value_range: ``(low, high)`` or None.
+        seed: Non-negative int or None.
+
+    Example:
+
+    ```python
+    class Noise(Attack):
+        def perturb(self, model_fn, x, y, seed=None, loss_fn=None, return_kappa=False):
+            gen = seed or self.seed_generator
+            delta = primitives.random_start(tf.shape(x), self.eps, self.norm, gen, x.dtype)
+            return tf.stop_gradient(primitives.clip_to_range(x + delta, self.value_range))
+
+    x_adv = Noise(eps=0.1)(model, x, y)
+    ```
+    """
+
+    def __init__(self, eps=8 / 255, norm="linf", value_range=(0.0, 1.0), seed=None):
+        self.eps = validation.check_nonnegative(eps, "eps")
+        self.norm = validation.check_norm(norm)
+        self.value_range = validation.check_value_range(value_range)
+        self.seed = _check_seed(seed)
+        self._seed_generator = None
+        self._functions = weakref.WeakKeyDictionary()
+
+    @property
+    def seed_generator(self) -> keras.random.SeedGenerator:
+        """The attack's own ``SeedGenerator(self.seed)``, created on first use."""
+        if self._seed_generator is None:
+            # Created outside any tf.function being traced, so a first use in a graph works.
+            with tf.init_scope():
+                self._seed_generator = keras.random.SeedGenerator(self.seed)
+        return self._seed_generator
+
+    def perturb(
+        self,
+        model_fn: Callable[[tf.Tensor], tf.Tensor],
+        x: tf.Tensor,
+        y: tf.Tensor,
+        seed: keras.random.SeedGenerator | None = None,
+        loss_fn: Callable[[tf.Tensor, tf.Tensor], tf.Tensor] | None = None,
+        return_kappa: bool = False,
+    ):
+        """Returns adversarial inputs for a batch; graph-safe, tensors in and out.
+
+        Args:
+            model_fn: Maps a batch to logits, e.g. ``lambda z: model(z, training=False)``.
+            x: Clean inputs, shape (n, ...).
+            y: Integer labels, shape (n,).
+            seed: A ``keras.random.SeedGenerator`` to draw from; None uses the attack's own.
+            loss_fn: Per-sample loss ``loss_fn(y, logits)`` to maximise, or None for the
+                attack's default.
+            return_kappa: Also return the per-sample count of correctly classified
+                iterates (see ``pgd``), when the attack supports it.
+        """
+        raise NotImplementedError(f"{type(self).__name__} must implement `perturb`.")
+
+    def __call__(self, model, x, y, batch_size: int | None = None) -> tf.Tensor:
+        """Attacks ``model`` on ``(x, y)``; NumPy arrays or tensors in, a tensor out.
+
+        Args:
+            model: A Keras model (or any callable) mapping a batch to logits.
+            x: Inputs of shape (n, ...) inside ``value_range``. Integer inputs are
+                converted to ``keras.config.floatx()``; floating inputs keep their dtype.
+            y: Integer labels of shape (n,) or one-hot labels of shape (n, num_classes).
+            batch_size: If given, attack the data in chunks of this many samples.
+
+        Returns:
+            A ``tf.Tensor`` of adversarial inputs with the shape (and floating dtype) of
+            ``x``.
+        """
+        x = validation.check_inputs(x, self.value_range)
+        labels = validation.check_labels(
+            y, num_classes=_num_classes(model, x), batch_size=x.shape[0]
+        )
+        if batch_size is not None:
+            batch_size = validation.check_int(batch_size, "batch_size")
+        if x.dtype.kind != "f":
+            x = x.astype(keras.config.floatx())
+        if x.shape[0] == 0:
+            return tf.convert_to_tensor(x)
+        _ = self.seed_generator  # created eagerly, before tracing
+        run = self._function_for(model)
+        step = batch_size or x.shape[0]
+        outputs = [
+            run(tf.convert_to_tensor(x[i : i + step]), tf.convert_to_tensor(labels[i : i + step]))
+            for i in range(0, x.shape[0], step)
+        ]
+        return outputs[0] if len(outputs) == 1 else tf.concat(outputs, axis=0)
+
+    def _function_for(self, model):
+        """A ``tf.function`` running ``perturb`` on ``model``, cached per model and config."""
+        key = repr(sorted(self.get_config().items()))
+        try:
+            cached = self._functions.get(model)
+        except TypeError:  # not weak-referenceable or not hashable: no caching
+            cached = None
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        try:
+            model_ref = weakref.ref(model)
+        except TypeError:
+            model_ref = lambda: model  # noqa: E731
+
+        def model_fn(z):
+            return _model_fn(model_ref())(z)
+
+        @tf.function(reduce_retracing=True)
+        def run(x, y):
+            return self.perturb(model_fn, x, y)
+
+        try:
+            self._functions[model] = (key, run)
+        except TypeError:
+            pass
+        return run
+
+    def get_config(self) -> dict:
+        """Returns the constructor arguments."""
+        return {
+            "eps": self.eps,
+            "norm": self.norm,
+            "value_range": self.value_range,
+            "seed": self.seed,
+        }
+
+    @classmethod
+    def from_config(cls, config: dict):
+        """Creates an attack from the output of ``get_config``."""
+        return cls(**config)
+
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        state["_seed_generator"] = None
+        state["_functions"] = None
+        return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self._functions = weakref.WeakKeyDictionary()
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
+        return f"{type(self).__name__}({args})"
+
+
+@keras.saving.register_keras_serializable(package="keras_mwat")
+class PGD(Attack):
+    """Projected gradient descent on the cross-entropy (Madry et al., 2018).
+
+    Args:
+        eps: Radius of the perturbation ball, >= 0.
+        step_size: Length of each ascent step (in ``norm``), > 0.
+        num_steps: Number of steps, >= 1.
+        norm: ``"linf"`` or ``"l2"``.
+        random_start: Start from a random point in the ball (see ``init``) rather than
+            the clean input.
+        num_restarts: Number of runs; per sample, the run with the highest final loss is
+            kept.
+        value_range: ``(low, high)`` box of valid inputs, or None.
+        seed: Non-negative int for reproducible random starts, or None.
+        init: ``"uniform"`` (uniform in the ball) or ``"normal"`` (``x + 0.001 * N(0, 1)``,
+            the TRADES start).
+
+    Example:
+
+    ```python
+    attack = keras_mwat.attacks.PGD(eps=0.3, step_size=0.01, num_steps=40, seed=0)
+    x_adv = attack(model, x_test, y_test, batch_size=256)
+    ```
+    """
+
+    def __init__(
+        self,
+        eps=8 / 255,
+        step_size=2 / 255,
+        num_steps=10,
+        norm="linf",
+        random_start=True,
+        num_restarts=1,
+        value_range=(0.0, 1.0),
+        seed=None,
+        init="uniform",
+    ):
+        super().__init__(eps=eps, norm=norm, value_range=value_range, seed=seed)
+        self.step_size = validation.check_positive(step_size, "step_size")
+        self.num_steps = validation.check_int(num_steps, "num_steps", minimum=1)
+        self.random_start = _check_bool(random_start, "random_start")
+        self.num_restarts = validation.check_int(num_restarts, "num_restarts", minimum=1)
+        self.init = validation.check_choice(init, "init", INITS)
+
+    def perturb(
+        self,
+        model_fn: Callable[[tf.Tensor], tf.Tensor],
+        x: tf.Tensor,
+        y: tf.Tensor,
+        seed: keras.random.SeedGenerator | None = None,
+        loss_fn: Callable[[tf.Tensor, tf.Tensor], tf.Tensor] | None = None,
+        return_kappa: bool = False,
+    ):
+        """Runs ``pgd`` with this attack's settings (see ``Attack.perturb``).
+
+        Returns:
+            ``x_adv``, or ``(x_adv, kappa)`` when ``return_kappa`` is True.
+        """
+        return pgd(
+            model_fn,
+            x,
+            y,
+            eps=self.eps,
+            step_size=self.step_size,
+            num_steps=self.num_steps,
+            norm=self.norm,
+            random_start=self.random_start,
+            num_restarts=self.num_restarts,
+            value_range=self.value_range,
+            loss_fn=loss_fn,
+            seed=self.seed_generator if seed is None else seed,
+            init=self.init,
+            return_kappa=return_kappa,
+        )
+
+    def get_config(self) -> dict:
+        """Returns the constructor arguments."""
+        config = super().get_config()
+        config.update(
+            step_size=self.step_size,
+            num_steps=self.num_steps,
+            random_start=self.random_start,
+            num_restarts=self.num_restarts,
+            init=self.init,
+        )
+        return config
+
+
+@keras.saving.register_keras_serializable(package="keras_mwat")
+class FGSM(PGD):
+    """Fast gradient sign method: one step of length ``eps`` from ``x`` (Goodfellow et al.).
+
+    With ``norm="l2"`` this is the fast gradient method ``x + eps * g / ||g||_2``.
+
+    Args:
+        eps: Radius of the perturbation ball (and step length), >= 0.
+        norm: ``"linf"`` or ``"l2"``.
+        value_range: ``(low, high)`` box of valid inputs, or None.
+        seed: Unused (FGSM is deterministic); kept so every attack takes ``seed=``.
+
+    Example:
+
+    ```python
+    x_adv = keras_mwat.attacks.FGSM(eps=8 / 255)(model, x, y)
+    ```
+    """
+
+    def __init__(self, eps=8 / 255, norm="linf", value_range=(0.0, 1.0), seed=None):
+        eps = validation.check_nonnegative(eps, "eps")
+        super().__init__(
+            eps=eps,
+            step_size=eps if eps > 0 else 1.0,  # any step stays at x when eps == 0
+            num_steps=1,
+            norm=norm,
+            random_start=False,
+            num_restarts=1,
+            value_range=value_range,
+            seed=seed,
+        )
+        self.step_size = eps
+
+    def get_config(self) -> dict:
+        """Returns the constructor arguments."""
+        return Attack.get_config(self)

@@ -1,0 +1,436 @@
+"""``AdversarialTrainingModel``: the one ``train_step`` / ``test_step`` of every method.
+
+A method differs from another only in three hooks:
+
+* ``attack_loss(x, y, logits_clean)``: the objective its attack maximises (None: the attack's
+  own cross-entropy);
+* ``sample_losses(step)``: its per-sample loss, split into a part that the sample weights
+  multiply and an optional part that they do not (TRADES's clean cross-entropy);
+* ``sample_weights(step)``: its per-sample weights (None: uniform). MWAT's hook runs the
+  bilevel meta update of the weight network before returning the learned weights.
+
+The step: attack the batch with the classifier in inference mode; one training-mode forward
+on the adversarial batch (``stateless_call``: exactly one BatchNorm update per step, and the
+recorded forward is reused for any look-ahead step); weights; one gradient of the weighted
+loss through ``optimizer.scale_loss``; ``optimizer.apply``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from keras_mwat import losses, validation, weighting
+from keras_mwat.attacks import PGD, Attack
+from keras_mwat.attacks import get as get_attack
+
+_ACCURACY_NAMES = ("accuracy", "acc", "sparse_categorical_accuracy")
+
+
+@dataclasses.dataclass
+class TrainingStep:
+    """What one training step has computed, handed to a method's hooks.
+
+    Attributes:
+        x: Clean inputs, (n, ...).
+        y: Integer labels, (n,).
+        x_adv: Adversarial inputs (no gradient path), (n, ...).
+        logits_clean: Clean logits in inference mode (computed once per step), (n, K).
+        logits_adv: Training-mode logits on ``x_adv``, recorded by ``tape``, (n, K).
+        logits_natural: Training-mode logits on ``x`` (only for methods that ask for them).
+        kappa: GAIRAT's per-sample count of attack steps classified correctly, or None.
+        theta: The classifier's trainable values, as tensors watched by ``tape``.
+        non_trainable: The classifier's non-trainable values before the step.
+        tape: The persistent tape that recorded the training-mode forward passes.
+        weighted_loss: Per-sample loss the weights multiply, (n,).
+        unweighted_loss: Per-sample loss outside the weights, (n,) or None.
+        reweighting: Boolean scalar tensor: whether the warm-up is over.
+    """
+
+    x: Any
+    y: Any
+    x_adv: Any
+    logits_clean: Any
+    logits_adv: Any = None
+    logits_natural: Any = None
+    kappa: Any = None
+    theta: Any = None
+    non_trainable: Any = None
+    tape: Any = None
+    weighted_loss: Any = None
+    unweighted_loss: Any = None
+    reweighting: Any = None
+
+
+class _EpochCounter(keras.callbacks.Callback):
+    """Keeps the model's in-graph epoch counter in step with ``fit``'s epochs."""
+
+    def __init__(self, owner):
+        super().__init__()
+        self._owner = owner
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._owner.epoch.assign(epoch)
+
+
+def _to_labels(y, num_classes: int):
+    """Integer class indices of shape (n,) from integer or one-hot labels."""
+    y = tf.convert_to_tensor(y)
+    if y.shape.rank == 2 and y.shape[-1] == num_classes and num_classes > 1:
+        return tf.argmax(y, axis=-1, output_type=tf.int32)
+    return tf.cast(tf.reshape(y, [-1]), tf.int32)
+
+
+def _replicas() -> float:
+    context = tf.distribute.get_replica_context()
+    return float(context.num_replicas_in_sync) if context is not None else 1.0
+
+
+class AdversarialTrainingModel(keras.Model):
+    """Base class of every training method: wraps a logits classifier.
+
+    Subclasses override ``attack_loss``, ``sample_losses`` and ``sample_weights``; the
+    training and evaluation steps are shared. Calling the model calls the classifier, so
+    ``predict`` returns logits.
+
+    Args:
+        classifier: A built Keras model mapping inputs to logits.
+        attack: The training attack (default: L-inf PGD-10, eps 8/255, step 2/255, in
+            [0, 1]). Any ``keras_mwat.attacks.Attack``.
+        reweight_start_epoch: Epoch (counted from 0) from which the method's weights are
+            used; uniform weights before it.
+        seed: Seed of the in-graph randomness (attack starts, meta batches).
+        **kwargs: Passed to ``keras.Model``.
+
+    Example:
+    ```python
+    model = keras_mwat.PGDATModel(keras_mwat.zoo.small_cnn(), attack=keras_mwat.attacks.PGD(
+        eps=0.3, step_size=0.01, num_steps=40))
+    model.compile(optimizer="adam")
+    model.fit(x_train, y_train, epochs=1)
+    ```
+    """
+
+    #: Whether ``sample_losses`` needs training-mode logits on the clean inputs.
+    needs_natural_logits = False
+    #: Whether the attack must count GAIRAT's kappa.
+    needs_kappa = False
+
+    def __init__(
+        self,
+        classifier: keras.Model,
+        attack: Attack | dict | None = None,
+        reweight_start_epoch: int = 0,
+        seed: int | None = None,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.input_spec_shape, self.num_classes = validation.check_classifier(classifier)
+        self.classifier = classifier
+        self.attack = get_attack(attack) if attack is not None else PGD()
+        if not isinstance(self.attack, Attack):
+            raise TypeError(
+                f"`attack` must be a keras_mwat.attacks.Attack, got {type(attack).__name__}."
+            )
+        self.reweight_start_epoch = validation.check_int(
+            reweight_start_epoch, "reweight_start_epoch", minimum=0
+        )
+        if seed is not None:
+            seed = validation.check_int(seed, "seed", minimum=0)
+        self.seed = seed
+        self.train_seed = keras.random.SeedGenerator(seed, name="train_seed")
+        self.eval_seed = keras.random.SeedGenerator(
+            None if seed is None else seed + 7919, name="eval_seed"
+        )
+        self.epoch = keras.Variable(0, dtype="int64", trainable=False, name="epoch")
+        self.loss_tracker = keras.metrics.Mean(name="loss")
+        self.accuracy_tracker = keras.metrics.SparseCategoricalAccuracy(name="accuracy")
+        self.robust_accuracy_tracker = keras.metrics.SparseCategoricalAccuracy(
+            name="robust_accuracy"
+        )
+        self.mean_weight_tracker = keras.metrics.Mean(name="mean_weight")
+        self.weight_std_tracker = keras.metrics.Mean(name="weight_std")
+        self.extra_metrics = []
+        self.base_loss = losses.cross_entropy
+        low, high = self.attack.value_range or (0.0, 1.0)
+        probe = np.random.default_rng(0).uniform(low, high, size=(4, *self.input_spec_shape))
+        validation.check_logits(classifier(probe.astype("float32"), training=False),
+                                name="classifier")
+
+    # ------------------------------------------------------------------ set-up
+    def finish_init(self) -> None:
+        """Builds the wrapper eagerly; the last line of every concrete method's __init__.
+
+        All of a method's state (weight network, optimizers, trackers) must exist before: a
+        built Keras model accepts no new state. A built wrapper is what ``save_weights``,
+        ``export`` and Keras Tuner checkpoints need.
+        """
+        if not self.built:
+            low, high = self.attack.value_range or (0.0, 1.0)
+            self(np.full((1, *self.input_spec_shape), (low + high) / 2, "float32"))
+
+    def call(self, inputs, training=False):
+        return self.classifier(inputs, training=training)
+
+    def compile(self, optimizer="rmsprop", loss=None, metrics=None, **kwargs):
+        """Configures training; the keywords are those of ``keras.Model.compile``.
+
+        ``loss`` is the per-sample base loss ``loss(y, logits) -> (n,)`` of methods whose
+        loss is a cross-entropy on adversarial logits (default
+        ``keras_mwat.losses.cross_entropy``). ``metrics`` are computed on clean logits;
+        clean ``accuracy`` and ``robust_accuracy`` are always logged.
+        """
+        if loss is not None and not callable(loss):
+            raise TypeError(
+                f"`loss` must be a callable loss(y, logits) -> per-sample losses, got {loss!r}."
+            )
+        self.base_loss = loss or losses.cross_entropy
+        extra = []
+        for metric in metrics or []:
+            if isinstance(metric, str) and metric in _ACCURACY_NAMES:
+                continue
+            metric = keras.metrics.get(metric)
+            if not isinstance(metric, keras.metrics.Metric):
+                metric = keras.metrics.MeanMetricWrapper(metric, name=metric.__name__)
+            extra.append(metric)
+        self.extra_metrics = extra
+        self.finish_init()
+        super().compile(optimizer=optimizer, **kwargs)
+        self.optimizer.build(self.classifier.trainable_variables)
+
+    @property
+    def metrics(self):
+        return [
+            self.loss_tracker,
+            self.accuracy_tracker,
+            self.robust_accuracy_tracker,
+            self.mean_weight_tracker,
+            self.weight_std_tracker,
+            *self.method_metrics(),
+            *self.extra_metrics,
+        ]
+
+    def method_metrics(self) -> list:
+        """Extra trackers a method logs during training (e.g. MWAT's ``meta_loss``)."""
+        return []
+
+    # -------------------------------------------------------------- method hooks
+    def attack_loss(self, x, y, logits_clean):
+        """The per-sample objective the training attack maximises, or None for CE."""
+        return None
+
+    def sample_losses(self, step: TrainingStep):
+        """Per-sample losses ``(weighted, unweighted_or_None)``, each of shape (n,)."""
+        return self.base_loss(step.y, step.logits_adv), None
+
+    def sample_weights(self, step: TrainingStep):
+        """Per-sample weights before normalisation, shape (n,), or None for uniform."""
+        return None
+
+    def weight_normalization_mode(self) -> str:
+        """How the method's weights are normalised over the global batch."""
+        return "mean"
+
+    # --------------------------------------------------------------- the steps
+    def classifier_fn(self, training=False):
+        return lambda inputs: self.classifier(inputs, training=training)
+
+    def forward(self, theta, non_trainable, inputs):
+        """Training-mode forward with explicit parameter values: (logits, new non-trainables)."""
+        return self.classifier.stateless_call(theta, non_trainable, inputs, training=True)
+
+    def _attack(self, x, y, logits_clean, seed):
+        objective = self.attack_loss(x, y, logits_clean)
+        result = self.attack.perturb(
+            self.classifier_fn(training=False), x, y, seed=seed, loss_fn=objective,
+            return_kappa=self.needs_kappa,
+        )
+        if self.needs_kappa:
+            x_adv, kappa = result
+        else:
+            x_adv, kappa = result, None
+        return tf.stop_gradient(x_adv), kappa
+
+    def train_step(self, data):
+        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+        y = _to_labels(y, self.num_classes)
+        logits_clean = tf.stop_gradient(self.classifier(x, training=False))
+        x_adv, kappa = self._attack(x, y, logits_clean, self.train_seed)
+
+        classifier_variables = self.classifier.trainable_variables
+        theta = [tf.convert_to_tensor(v) for v in classifier_variables]
+        non_trainable = [tf.convert_to_tensor(v) for v in self.classifier.non_trainable_variables]
+        step = TrainingStep(x=x, y=y, x_adv=x_adv, logits_clean=logits_clean, kappa=kappa,
+                            theta=theta, non_trainable=non_trainable)
+        step.reweighting = tf.greater_equal(self.epoch, self.reweight_start_epoch)
+        with tf.GradientTape(persistent=True, watch_accessed_variables=False) as tape:
+            tape.watch(theta)
+            step.logits_adv, new_non_trainable = self.forward(theta, non_trainable, x_adv)
+            if self.needs_natural_logits:
+                step.logits_natural, _ = self.forward(theta, non_trainable, x)
+            step.weighted_loss, step.unweighted_loss = self.sample_losses(step)
+        step.tape = tape
+
+        raw_weights = self.sample_weights(step)
+        mode = self.weight_normalization_mode()
+        if raw_weights is None:
+            raw_weights = tf.ones_like(step.weighted_loss)
+            mode = "mean"
+        else:
+            raw_weights = tf.where(step.reweighting, tf.stop_gradient(raw_weights),
+                                   tf.ones_like(raw_weights))
+        weights = tf.stop_gradient(weighting.normalize(raw_weights, mode))
+        coefficients = tf.stop_gradient(weighting.loss_coefficients(raw_weights, mode))
+        if sample_weight is not None:
+            coefficients = coefficients * tf.cast(tf.reshape(sample_weight, [-1]), tf.float32)
+        loss = self.total_loss(step, coefficients)
+        gradients = self.loss_gradients(step, coefficients)
+        self.optimizer.apply(gradients, classifier_variables)
+        for variable, value in zip(self.classifier.non_trainable_variables, new_non_trainable):
+            variable.assign(value)
+        del tape
+
+        self._update_training_metrics(step, loss, weights)
+        return self._logs()
+
+    def total_loss(self, step: TrainingStep, coefficients):
+        """The replica-local weighted loss (summed over replicas: the global loss)."""
+        loss = tf.reduce_sum(coefficients * step.weighted_loss)
+        if step.unweighted_loss is not None:
+            loss += tf.reduce_sum(step.unweighted_loss) / weighting.global_batch_size(step.y)
+        return loss
+
+    def loss_gradients(self, step: TrainingStep, coefficients, theta=None):
+        """Gradients of the (optimizer-scaled) weighted loss w.r.t. the classifier values.
+
+        Reuses the recorded forward: the gradient of ``sum_i c_i l_i`` is the backward pass
+        of the per-sample losses with ``c`` as output gradient.
+        """
+        scale = self.optimizer.scale_loss(tf.constant(1.0))
+        targets, output_gradients = self.loss_targets(step, coefficients)
+        output_gradients = [g * tf.cast(scale, g.dtype) for g in output_gradients]
+        return step.tape.gradient(targets, step.theta if theta is None else theta,
+                                  output_gradients=output_gradients)
+
+    def loss_targets(self, step: TrainingStep, coefficients):
+        """(per-sample loss tensors, their output gradients) for a weighted loss."""
+        targets = [step.weighted_loss]
+        output_gradients = [coefficients]
+        if step.unweighted_loss is not None:
+            targets.append(step.unweighted_loss)
+            size = weighting.global_batch_size(step.y)
+            output_gradients.append(tf.ones_like(step.unweighted_loss) / size)
+        return targets, output_gradients
+
+    def _update_training_metrics(self, step: TrainingStep, loss, weights) -> None:
+        batch = tf.shape(step.y)[0]
+        self.loss_tracker.update_state(loss * _replicas(), sample_weight=batch)
+        self.accuracy_tracker.update_state(step.y, step.logits_clean)
+        self.robust_accuracy_tracker.update_state(step.y, step.logits_adv)
+        total = weighting.global_batch_size(weights)
+        mean = weighting.global_sum(tf.reduce_sum(weights)) / total
+        mean_square = weighting.global_sum(tf.reduce_sum(tf.square(weights))) / total
+        self.mean_weight_tracker.update_state(mean)
+        self.weight_std_tracker.update_state(tf.sqrt(tf.maximum(mean_square - mean**2, 0.0)))
+        for metric in self.extra_metrics:
+            metric.update_state(step.y, step.logits_clean)
+
+    def _logs(self, names=None) -> dict:
+        return {
+            metric.name: metric.result()
+            for metric in self.metrics
+            if names is None or metric.name in names
+        }
+
+    def test_step(self, data):
+        """Clean and robust accuracy under the model's attack (with its own CE objective)."""
+        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+        y = _to_labels(y, self.num_classes)
+        logits_clean = self.classifier(x, training=False)
+        x_adv = tf.stop_gradient(
+            self.attack.perturb(self.classifier_fn(training=False), x, y, seed=self.eval_seed)
+        )
+        logits_adv = self.classifier(x_adv, training=False)
+        per_sample = self.base_loss(y, logits_adv)
+        if sample_weight is not None:
+            per_sample = per_sample * tf.cast(tf.reshape(sample_weight, [-1]), tf.float32)
+        self.loss_tracker.update_state(tf.reduce_mean(per_sample),
+                                       sample_weight=tf.shape(y)[0])
+        self.accuracy_tracker.update_state(y, logits_clean)
+        self.robust_accuracy_tracker.update_state(y, logits_adv)
+        for metric in self.extra_metrics:
+            metric.update_state(y, logits_clean)
+        return self._logs(
+            {"loss", "accuracy", "robust_accuracy", *(m.name for m in self.extra_metrics)}
+        )
+
+    # ------------------------------------------------------ fit / evaluate glue
+    def _validate_data(self, x, y) -> None:
+        """Eager checks of user data: all of it for arrays, the first batch of a dataset."""
+        value_range = self.attack.value_range
+        if isinstance(x, tf.data.Dataset):
+            for batch in x.take(1):
+                bx, by, _ = keras.utils.unpack_x_y_sample_weight(batch)
+                if by is None:
+                    raise ValueError("The dataset must yield (x, y) batches; got x only.")
+                self._validate_arrays(bx, by, value_range, "x (first dataset batch)")
+            return
+        if isinstance(x, np.ndarray | tf.Tensor) and y is not None:
+            self._validate_arrays(x, y, value_range, "x")
+
+    def _validate_arrays(self, x, y, value_range, name) -> None:
+        x = validation.check_inputs(np.asarray(x), value_range, name=name)
+        if tuple(x.shape[1:]) != tuple(self.input_spec_shape):
+            raise ValueError(
+                f"`{name}` has sample shape {tuple(x.shape[1:])}, but the classifier expects "
+                f"{tuple(self.input_spec_shape)}."
+            )
+        validation.check_labels(np.asarray(y), self.num_classes, name="y",
+                                batch_size=x.shape[0])
+
+    def fit(self, x=None, y=None, *args, callbacks=None, **kwargs):
+        self._validate_data(x, y)
+        validation_data = kwargs.get("validation_data")
+        if isinstance(validation_data, tuple | list) and len(validation_data) >= 2:
+            self._validate_arrays(validation_data[0], validation_data[1],
+                                  self.attack.value_range, "validation_data x")
+        elif isinstance(validation_data, tf.data.Dataset):
+            self._validate_data(validation_data, None)
+        callbacks = list(callbacks or []) + [_EpochCounter(self)]
+        return super().fit(x, y, *args, callbacks=callbacks, **kwargs)
+
+    def evaluate(self, x=None, y=None, *args, **kwargs):
+        self._validate_data(x, y)
+        return super().evaluate(x, y, *args, **kwargs)
+
+    # ---------------------------------------------------------- serialisation
+    def get_config(self) -> dict:
+        return {
+            "name": self.name,
+            "classifier": keras.saving.serialize_keras_object(self.classifier),
+            "attack": keras.saving.serialize_keras_object(self.attack),
+            "reweight_start_epoch": self.reweight_start_epoch,
+            "seed": self.seed,
+        }
+
+    @classmethod
+    def from_config(cls, config, custom_objects=None):
+        config = dict(config)
+        config["classifier"] = keras.saving.deserialize_keras_object(
+            config["classifier"], custom_objects=custom_objects
+        )
+        config["attack"] = keras.saving.deserialize_keras_object(
+            config["attack"], custom_objects=custom_objects
+        )
+        for key, value in list(config.items()):
+            if isinstance(value, dict) and "class_name" in value and key not in (
+                "classifier", "attack"
+            ):
+                config[key] = keras.saving.deserialize_keras_object(
+                    value, custom_objects=custom_objects
+                )
+        return cls(**config)

@@ -1,0 +1,36 @@
+"""The command line end to end, with a tiny setting."""
+
+import json
+
+import keras
+import numpy as np
+
+from keras_mwat.cli import build_parser, main
+
+
+def test_train_end_to_end_writes_a_run_directory(tmp_path, capsys):
+    code = main(["train", "--epochs", "1", "--subset", "128", "--test-subset", "64",
+                 "--train-steps", "2", "--eval-steps", "3", "--eval-restarts", "2",
+                 "--seed", "3", "--out", str(tmp_path), "--verbose", "0"])
+    assert code == 0
+    runs = list(tmp_path.iterdir())
+    assert len(runs) == 1
+    metrics = json.loads((runs[0] / "metrics.json").read_text())
+    assert metrics["seed"] == 3 and metrics["method"] == "mwat"
+    assert metrics["eval_attack"]["num_steps"] == 3
+    assert metrics["eval_attack"]["num_restarts"] == 2
+    assert metrics["eval_attack"]["eps"] == 0.3
+    assert 0.0 <= metrics["robust_accuracy"] <= metrics["clean_accuracy"] <= 1.0
+    assert metrics["test_samples"] == 64
+    out = capsys.readouterr().out
+    assert "clean accuracy" in out and "robust accuracy" in out
+    model = keras.models.load_model(runs[0] / "model.keras")
+    x = np.zeros((2, 28, 28, 1), "float32")
+    assert model.predict(x, verbose=0).shape == (2, 10)
+
+
+def test_parser_rejects_negative_eps():
+    import pytest
+
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["train", "--eps", "-0.1"])
