@@ -69,9 +69,7 @@ def get(identifier) -> Attack | None:
     if identifier is None or isinstance(identifier, Attack):
         return identifier
     if isinstance(identifier, dict):
-        attack = keras.saving.deserialize_keras_object(
-            identifier, custom_objects=_attack_classes()
-        )
+        attack = keras.saving.deserialize_keras_object(identifier, custom_objects=_attack_classes())
         if not isinstance(attack, Attack):
             raise TypeError(
                 f"`identifier` does not describe a keras_mwat Attack, got {identifier!r}."

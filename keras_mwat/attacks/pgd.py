@@ -90,7 +90,8 @@ def pgd(
         norm: ``"linf"`` or ``"l2"``.
         random_start: Start from a random point (see ``init``) instead of ``x``.
         num_restarts: Number of independent runs; per sample, the run whose final point
-            has the highest loss is kept (ties keep the earlier run).
+            has the highest loss is kept (ties keep the earlier run). Without a random
+            start all runs coincide, so a single one is made.
         value_range: ``(low, high)`` box of valid inputs, or None.
         loss_fn: ``loss_fn(y, logits)`` returning the per-sample loss (n,) to maximise.
             Defaults to ``keras_mwat.losses.cross_entropy``. Logits are cast to float32.
@@ -121,7 +122,9 @@ def pgd(
     eps_t = primitives._scalar(eps, x.dtype)
     step = primitives._scalar(step_size, x.dtype)
     num_steps = int(num_steps)
-    num_restarts = int(num_restarts)
+    num_restarts = int(num_restarts) if random_start else 1  # restarts from x all coincide
+    if init not in INITS:
+        raise ValueError(f"`init` must be one of {list(INITS)}, got init={init!r}.")
 
     def loss_and_logits(x_adv):
         logits = tf.cast(model_fn(x_adv), tf.float32)

@@ -75,9 +75,16 @@ def test_pgd_reaches_the_linear_worst_case(norm, start):
     model = linear_model(w, b)
     eps = 0.1 if norm == "linf" else 0.5
     x_adv = pgd(
-        inference(model), x, y, eps=eps, step_size=eps if start else eps / 4, num_steps=20,
+        inference(model),
+        x,
+        y,
+        eps=eps,
+        step_size=eps if start else eps / 4,
+        num_steps=20,
         norm=norm,
-        random_start=start, value_range=None, seed=0,
+        random_start=start,
+        value_range=None,
+        seed=0,
     ).numpy()
     dual = np.abs(w).sum() if norm == "linf" else np.linalg.norm(w)
     expected = softplus(x @ w + b + eps * dual)
@@ -124,8 +131,9 @@ def test_output_inside_ball_and_range(norm, init):
     y = rng.integers(0, 3, size=8)
     model = small_cnn()
     eps = 0.1 if norm == "linf" else 0.8
-    attack = PGD(eps=eps, step_size=eps / 3, num_steps=5, norm=norm, num_restarts=2,
-                 seed=1, init=init)
+    attack = PGD(
+        eps=eps, step_size=eps / 3, num_steps=5, norm=norm, num_restarts=2, seed=1, init=init
+    )
     x_adv = attack(model, x, y).numpy()
     assert x_adv.shape == x.shape and x_adv.dtype == x.dtype
     assert x_adv.min() >= 0.0 and x_adv.max() <= 1.0
@@ -177,8 +185,17 @@ def test_first_restart_equals_single_run():
         return 0.0 * logits[:, 0]
 
     def run(restarts, seed):
-        return pgd(inference(model), x, y, eps=0.2, step_size=0.05, num_steps=2,
-                   num_restarts=restarts, loss_fn=constant, seed=seed).numpy()
+        return pgd(
+            inference(model),
+            x,
+            y,
+            eps=0.2,
+            step_size=0.05,
+            num_steps=2,
+            num_restarts=restarts,
+            loss_fn=constant,
+            seed=seed,
+        ).numpy()
 
     for seed_fn in (lambda: 3, lambda: keras.random.SeedGenerator(3)):
         single = run(1, seed_fn())
@@ -199,10 +216,28 @@ def test_restarts_keep_the_best_per_sample():
     def loss_fn(labels, logits):
         return logits[:, 1]  # increases with feature 0; its gradient is e_0
 
-    out = pgd(model_fn, x, y, eps=0.2, step_size=1e-6, num_steps=1, loss_fn=loss_fn,
-              num_restarts=1, seed=5).numpy()
-    best = pgd(model_fn, x, y, eps=0.2, step_size=1e-6, num_steps=1, loss_fn=loss_fn,
-               num_restarts=8, seed=5).numpy()
+    out = pgd(
+        model_fn,
+        x,
+        y,
+        eps=0.2,
+        step_size=1e-6,
+        num_steps=1,
+        loss_fn=loss_fn,
+        num_restarts=1,
+        seed=5,
+    ).numpy()
+    best = pgd(
+        model_fn,
+        x,
+        y,
+        eps=0.2,
+        step_size=1e-6,
+        num_steps=1,
+        loss_fn=loss_fn,
+        num_restarts=8,
+        seed=5,
+    ).numpy()
     assert np.all(best[:, 0] >= out[:, 0] - 1e-7)
     assert np.mean(best[:, 0] > out[:, 0]) > 0.5
     assert best[:, 0].mean() > 0.5 + 0.15  # max of 8 uniforms in [-0.2, 0.2]
@@ -220,8 +255,17 @@ def test_forward_passes_per_step_and_restart():
 
     for restarts, expected in ((1, 3), (2, 8)):
         calls.clear()
-        pgd(counting, x, [0, 1, 2, 0], eps=0.1, step_size=0.05, num_steps=3,
-            num_restarts=restarts, seed=0, return_kappa=True)
+        pgd(
+            counting,
+            x,
+            [0, 1, 2, 0],
+            eps=0.1,
+            step_size=0.05,
+            num_steps=3,
+            num_restarts=restarts,
+            seed=0,
+            return_kappa=True,
+        )
         assert len(calls) == expected
 
 
@@ -230,9 +274,18 @@ def test_step_loop_is_not_unrolled():
     spec = (tf.TensorSpec([None, 6], tf.float32), tf.TensorSpec([None], tf.int64))
 
     def graph_size(num_steps, num_restarts):
-        fn = tf.function(lambda a, b: pgd(inference(model), a, b, eps=0.1, step_size=0.05,
-                                          num_steps=num_steps, num_restarts=num_restarts,
-                                          seed=0))
+        fn = tf.function(
+            lambda a, b: pgd(
+                inference(model),
+                a,
+                b,
+                eps=0.1,
+                step_size=0.05,
+                num_steps=num_steps,
+                num_restarts=num_restarts,
+                seed=0,
+            )
+        )
         graph = fn.get_concrete_function(*spec).graph
         ops = [op.type for op in graph.get_operations()]
         assert any("While" in op for op in ops)
@@ -269,8 +322,16 @@ def test_kappa_matches_a_step_by_step_reference():
     y = np.argmax(model.predict(x, verbose=0), axis=1)  # all clean points correct
     y[:8] = (y[:8] + 1) % 3  # ... but a few
     ref_x, ref_kappa = reference_pgd_with_kappa(model, x, y, eps=0.5, step_size=0.1, num_steps=6)
-    x_adv, kappa = pgd(inference(model), x, y, eps=0.5, step_size=0.1, num_steps=6,
-                       random_start=False, return_kappa=True)
+    x_adv, kappa = pgd(
+        inference(model),
+        x,
+        y,
+        eps=0.5,
+        step_size=0.1,
+        num_steps=6,
+        random_start=False,
+        return_kappa=True,
+    )
     assert kappa.dtype == tf.int32 and kappa.shape == (64,)
     np.testing.assert_array_equal(kappa.numpy(), ref_kappa)
     np.testing.assert_allclose(x_adv.numpy(), ref_x, atol=1e-6)
@@ -316,8 +377,7 @@ def test_output_is_gradient_stopped():
     model = small_mlp()
     with tf.GradientTape() as tape:
         tape.watch(x)
-        x_adv = pgd(inference(model), x, [0, 1, 2, 0], eps=0.1, step_size=0.05, num_steps=2,
-                    seed=0)
+        x_adv = pgd(inference(model), x, [0, 1, 2, 0], eps=0.1, step_size=0.05, num_steps=2, seed=0)
         total = tf.reduce_sum(x_adv * x_adv)
     assert tape.gradient(total, x) is None
 
@@ -477,8 +537,17 @@ def test_bad_inputs_raise():
 @pytest.mark.parametrize(
     "attack",
     [
-        PGD(eps=0.3, step_size=0.01, num_steps=40, norm="l2", random_start=False,
-            num_restarts=3, value_range=None, seed=5, init="normal"),
+        PGD(
+            eps=0.3,
+            step_size=0.01,
+            num_steps=40,
+            norm="l2",
+            random_start=False,
+            num_restarts=3,
+            value_range=None,
+            seed=5,
+            init="normal",
+        ),
         PGD(),
         FGSM(eps=0.2, norm="l2", value_range=(-1.0, 1.0), seed=1),
     ],
@@ -501,8 +570,15 @@ def test_config_round_trip(attack):
 
 def test_config_keys_are_the_constructor_arguments():
     assert set(PGD().get_config()) == {
-        "eps", "step_size", "num_steps", "norm", "random_start", "num_restarts",
-        "value_range", "seed", "init",
+        "eps",
+        "step_size",
+        "num_steps",
+        "norm",
+        "random_start",
+        "num_restarts",
+        "value_range",
+        "seed",
+        "init",
     }
     assert set(FGSM().get_config()) == {"eps", "norm", "value_range", "seed"}
 
