@@ -11,7 +11,7 @@ model.evaluate(data.test_dataset(), return_dict=True)
 ```
 """
 
-from keras_mwat import attacks, data, losses, margins, validation, weighting, zoo
+from keras_mwat import attacks, callbacks, data, losses, margins, validation, weighting, zoo
 from keras_mwat.methods import AdversarialTrainingModel, MWATModel, PGDATModel
 from keras_mwat.weight_net import WeightNetwork
 
@@ -23,6 +23,7 @@ __all__ = [
     "PGDATModel",
     "WeightNetwork",
     "attacks",
+    "callbacks",
     "data",
     "losses",
     "margins",

@@ -121,6 +121,7 @@ class Attack:
         seed: keras.random.SeedGenerator | None = None,
         loss_fn: Callable[[tf.Tensor, tf.Tensor], tf.Tensor] | None = None,
         return_kappa: bool = False,
+        strength=None,
     ):
         """Returns adversarial inputs for a batch; graph-safe, tensors in and out.
 
@@ -133,6 +134,8 @@ class Attack:
                 attack's default.
             return_kappa: Also return the per-sample count of correctly classified
                 iterates (see ``pgd``), when the attack supports it.
+            strength: Optional scalar in [0, 1] (a tensor or variable) multiplying the
+                attack's radius and step size, for an epsilon warm-up during training.
         """
         raise NotImplementedError(f"{type(self).__name__} must implement `perturb`.")
 
@@ -278,6 +281,7 @@ class PGD(Attack):
         seed: keras.random.SeedGenerator | None = None,
         loss_fn: Callable[[tf.Tensor, tf.Tensor], tf.Tensor] | None = None,
         return_kappa: bool = False,
+        strength=None,
     ):
         """Runs ``pgd`` with this attack's settings (see ``Attack.perturb``).
 
@@ -288,8 +292,8 @@ class PGD(Attack):
             model_fn,
             x,
             y,
-            eps=self.eps,
-            step_size=self.step_size,
+            eps=self.eps if strength is None else self.eps * strength,
+            step_size=self.step_size if strength is None else self.step_size * strength,
             num_steps=self.num_steps,
             norm=self.norm,
             random_start=self.random_start,

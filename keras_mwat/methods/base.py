@@ -147,6 +147,9 @@ class AdversarialTrainingModel(keras.Model):
             None if seed is None else seed + 7919, name="eval_seed"
         )
         self.epoch = keras.Variable(0, dtype="int64", trainable=False, name="epoch")
+        # Multiplies the training attack's eps and step size (see callbacks.EpsilonWarmup).
+        self.attack_strength = keras.Variable(1.0, dtype="float32", trainable=False,
+                                              name="attack_strength")
         self.loss_tracker = keras.metrics.Mean(name="loss")
         self.accuracy_tracker = keras.metrics.SparseCategoricalAccuracy(name="accuracy")
         self.robust_accuracy_tracker = keras.metrics.SparseCategoricalAccuracy(
@@ -247,7 +250,7 @@ class AdversarialTrainingModel(keras.Model):
         objective = self.attack_loss(x, y, logits_clean)
         result = self.attack.perturb(
             self.classifier_fn(training=False), x, y, seed=seed, loss_fn=objective,
-            return_kappa=self.needs_kappa,
+            return_kappa=self.needs_kappa, strength=tf.convert_to_tensor(self.attack_strength),
         )
         if self.needs_kappa:
             x_adv, kappa = result

@@ -6,7 +6,7 @@ import pytest
 import tensorflow as tf
 
 import keras_mwat as km
-from tests.methods.conftest import clone, deterministic_attack, make_cnn, weights_of
+from tests.methods.helpers import clone, deterministic_attack, make_cnn, weights_of
 
 
 def sgd():

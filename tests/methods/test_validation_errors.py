@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 import keras_mwat as km
-from tests.methods.conftest import deterministic_attack, make_cnn
+from tests.methods.helpers import deterministic_attack, make_cnn
 
 
 @pytest.fixture

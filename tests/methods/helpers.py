@@ -2,15 +2,8 @@
 
 import keras
 import numpy as np
-import pytest
 
 import keras_mwat as km
-
-
-@pytest.fixture(scope="session")
-def tiny_data():
-    data = km.data.load_embedded().subset(train=96, validation=32, test=32, seed=0)
-    return data
 
 
 def make_cnn(batch_norm=False, seed=0):

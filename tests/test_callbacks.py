@@ -1,0 +1,43 @@
+"""EpsilonWarmup: the attack radius ramps linearly, batch by batch."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import keras_mwat as km
+from tests.methods.helpers import deterministic_attack, make_cnn
+
+
+class RecordStrength(keras.callbacks.Callback):
+    def __init__(self):
+        super().__init__()
+        self.values = []
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.values.append(float(self.model.attack_strength.numpy()))
+
+
+def test_warmup_ramps_strength_linearly(tiny_data):
+    model = km.PGDATModel(make_cnn(), attack=deterministic_attack(1), seed=0)
+    model.compile(optimizer="sgd")
+    record = RecordStrength()
+    model.fit(tiny_data.x_train[:64], tiny_data.y_train[:64], batch_size=16, epochs=3,
+              callbacks=[km.callbacks.EpsilonWarmup(epochs=2), record], verbose=0)
+    expected = [min((i + 1) / 8, 1.0) for i in range(12)]
+    np.testing.assert_allclose(record.values, expected, rtol=1e-6)
+    assert float(model.attack_strength.numpy()) == 1.0
+
+
+@pytest.mark.parametrize("strength", [0.0, 0.5])
+def test_strength_scales_the_radius(strength, tiny_data):
+    attack = km.attacks.PGD(eps=0.3, step_size=0.1, num_steps=3, value_range=None)
+    classifier = make_cnn()
+    x = tf.constant(tiny_data.x_train[:8])
+    y = tf.constant(tiny_data.y_train[:8])
+    x_adv = attack.perturb(lambda z: classifier(z, training=False), x, y,
+                           strength=tf.constant(strength))
+    distance = np.abs(x_adv.numpy() - x.numpy()).max()
+    assert distance <= 0.3 * strength + 1e-6
+    if strength > 0:
+        assert distance > 0.3 * strength - 1e-3  # sign steps reach the (scaled) boundary
