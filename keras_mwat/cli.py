@@ -39,6 +39,13 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _nonnegative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="keras-mwat",
@@ -49,7 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
         "train", help="train a method on the embedded dataset and report robustness"
     )
     train.add_argument("--method", choices=METHODS, default="mwat")
-    train.add_argument("--epochs", type=_positive_int, default=8)
+    train.add_argument("--epochs", type=_positive_int, default=10)
     train.add_argument("--batch-size", type=_positive_int, default=128)
     train.add_argument("--eps", type=_nonnegative_float, default=0.3,
                        help="L-inf radius of the training and evaluation attacks")
@@ -59,8 +66,13 @@ def build_parser() -> argparse.ArgumentParser:
                        help="PGD steps of the final evaluation attack")
     train.add_argument("--eval-restarts", type=_positive_int, default=2,
                        help="random restarts of the final evaluation attack")
-    train.add_argument("--lr", type=_positive_float, default=0.05,
-                       help="learning rate of the classifier's SGD (momentum 0.9)")
+    train.add_argument("--optimizer", choices=("adam", "sgd"), default="adam",
+                       help="classifier optimizer (sgd: momentum 0.9)")
+    train.add_argument("--lr", type=_positive_float, default=1e-3,
+                       help="classifier learning rate (also MWAT's virtual-step size)")
+    train.add_argument("--eps-warmup-epochs", type=_nonnegative_int, default=3,
+                       help="epochs over which the training radius ramps up from 0 "
+                            "(0: no warm-up)")
     train.add_argument("--subset", type=_positive_int, default=None,
                        help="use at most this many training samples (tiny runs)")
     train.add_argument("--test-subset", type=_positive_int, default=None,
@@ -112,7 +124,11 @@ def train(args: argparse.Namespace) -> dict:
     classifier = km.zoo.small_cnn(input_shape=data.input_shape, num_classes=data.num_classes)
     model_class = {"mwat": km.MWATModel, "pgd_at": km.PGDATModel}[args.method]
     model = model_class(classifier, attack=train_attack, seed=args.seed)
-    model.compile(optimizer=keras.optimizers.SGD(args.lr, momentum=0.9))
+    if args.optimizer == "adam":
+        optimizer = keras.optimizers.Adam(args.lr)
+    else:
+        optimizer = keras.optimizers.SGD(args.lr, momentum=0.9)
+    model.compile(optimizer=optimizer)
 
     run_dir = args.out / time.strftime("%Y%m%d-%H%M%S")
     suffix = 1
@@ -120,6 +136,9 @@ def train(args: argparse.Namespace) -> dict:
         run_dir = args.out / f"{time.strftime('%Y%m%d-%H%M%S')}-{suffix}"
         suffix += 1
     run_dir.mkdir(parents=True)
+    callbacks = [keras.callbacks.CSVLogger(str(run_dir / "history.csv"))]
+    if args.eps_warmup_epochs > 0:
+        callbacks.append(km.callbacks.EpsilonWarmup(epochs=args.eps_warmup_epochs))
     print(f"Training {args.method} on the embedded MNIST data ({len(data.y_train)} train, "
           f"{len(data.y_test)} test), eps={eps:g} L-inf, seed={args.seed}; run dir {run_dir}")
     started = time.time()
@@ -128,7 +147,7 @@ def train(args: argparse.Namespace) -> dict:
         validation_data=data.validation_dataset(batch_size=args.batch_size),
         epochs=args.epochs,
         verbose=args.verbose,
-        callbacks=[keras.callbacks.CSVLogger(str(run_dir / "history.csv"))],
+        callbacks=callbacks,
     )
     train_seconds = time.time() - started
     model.save(run_dir / "model.keras")
@@ -144,6 +163,8 @@ def train(args: argparse.Namespace) -> dict:
         "train_seconds": round(train_seconds, 1),
         "clean_accuracy": clean,
         "robust_accuracy": robust,
+        "optimizer": {"name": args.optimizer, "learning_rate": args.lr},
+        "eps_warmup_epochs": args.eps_warmup_epochs,
         "train_attack": keras.saving.serialize_keras_object(train_attack)["config"],
         "eval_attack": {"name": "PGD", **keras.saving.serialize_keras_object(eval_attack)["config"]},
         "history": {key: [float(v) for v in values] for key, values in history.history.items()},

@@ -165,3 +165,14 @@ def test_one_hot_labels_are_accepted(tiny_data):
     one_hot = np.eye(10, dtype="float32")[tiny_data.y_train[:32]]
     logs = model.train_on_batch(tiny_data.x_train[:32], one_hot, return_dict=True)
     assert np.isfinite(logs["loss"])
+
+
+def test_reweight_start_epoch_counts_from_zero(tiny_data):
+    model = km.MWATModel(make_cnn(), attack=deterministic_attack(1), seed=0,
+                         reweight_start_epoch=1)
+    model.compile(optimizer=sgd())
+    history = model.fit(tiny_data.x_train[:64], tiny_data.y_train[:64], batch_size=32,
+                        epochs=2, verbose=0).history
+    assert history["weight_std"][0] == pytest.approx(0.0, abs=1e-7)
+    assert history["meta_loss"][0] == 0.0
+    assert history["weight_std"][1] > 0 and history["meta_loss"][1] > 0
