@@ -281,7 +281,7 @@ class AdversarialTrainingModel(keras.Model):
         raw_weights = self.sample_weights(step)
         mode = self.weight_normalization_mode()
         if raw_weights is None:
-            raw_weights = tf.ones_like(step.weighted_loss)
+            raw_weights = tf.ones(tf.shape(step.y), step.weighted_loss.dtype)
             mode = "mean"
         else:
             raw_weights = tf.where(step.reweighting, tf.stop_gradient(raw_weights),
