@@ -18,32 +18,23 @@ from pathlib import Path
 METHODS = ("mwat", "pgd_at")
 
 
-def _positive_float(text: str) -> float:
-    value = float(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
-    return value
+def _bounded(kind, minimum, strict: bool):
+    """An argparse type: ``kind(text)`` that must be > minimum (strict) or >= minimum."""
+
+    def parse(text: str):
+        value = kind(text)
+        if value < minimum or (strict and value == minimum):
+            raise argparse.ArgumentTypeError(
+                f"must be {'>' if strict else '>='} {minimum}, got {text}")
+        return value
+
+    return parse
 
 
-def _nonnegative_float(text: str) -> float:
-    value = float(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
-    return value
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {text}")
-    return value
-
-
-def _nonnegative_int(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
-    return value
+_positive_float = _bounded(float, 0, strict=True)
+_nonnegative_float = _bounded(float, 0, strict=False)
+_positive_int = _bounded(int, 1, strict=False)
+_nonnegative_int = _bounded(int, 0, strict=False)
 
 
 def build_parser() -> argparse.ArgumentParser:
