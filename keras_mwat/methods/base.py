@@ -85,7 +85,8 @@ def _to_labels(y, num_classes: int):
     return tf.cast(tf.reshape(y, [-1]), tf.int32)
 
 
-def _replicas() -> float:
+def replica_count() -> float:
+    """Replicas in sync (1 outside tf.distribute): scales replica-local losses for logging."""
     context = tf.distribute.get_replica_context()
     return float(context.num_replicas_in_sync) if context is not None else 1.0
 
@@ -302,10 +303,8 @@ class AdversarialTrainingModel(keras.Model):
 
     def total_loss(self, step: TrainingStep, coefficients):
         """The replica-local weighted loss (summed over replicas: the global loss)."""
-        loss = tf.reduce_sum(coefficients * step.weighted_loss)
-        if step.unweighted_loss is not None:
-            loss += tf.reduce_sum(step.unweighted_loss) / weighting.global_batch_size(step.y)
-        return loss
+        targets, output_gradients = self.loss_targets(step, coefficients)
+        return tf.add_n([tf.reduce_sum(t * g) for t, g in zip(targets, output_gradients)])
 
     def loss_gradients(self, step: TrainingStep, coefficients, theta=None):
         """Gradients of the (optimizer-scaled) weighted loss w.r.t. the classifier values.
@@ -331,7 +330,7 @@ class AdversarialTrainingModel(keras.Model):
 
     def _update_training_metrics(self, step: TrainingStep, loss, weights) -> None:
         batch = tf.shape(step.y)[0]
-        self.loss_tracker.update_state(loss * _replicas(), sample_weight=batch)
+        self.loss_tracker.update_state(loss * replica_count(), sample_weight=batch)
         self.accuracy_tracker.update_state(step.y, step.logits_clean)
         self.robust_accuracy_tracker.update_state(step.y, step.logits_adv)
         total = weighting.global_batch_size(weights)

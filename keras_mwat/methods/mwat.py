@@ -17,7 +17,7 @@ import tensorflow as tf
 
 from keras_mwat import losses, margins, validation, weighting
 from keras_mwat.methods import bilevel
-from keras_mwat.methods.base import AdversarialTrainingModel, TrainingStep
+from keras_mwat.methods.base import AdversarialTrainingModel, TrainingStep, replica_count
 from keras_mwat.weight_net import WeightNetwork
 
 META_SOURCES = ("batch", "split", "dataset")
@@ -192,14 +192,9 @@ class MWATModel(AdversarialTrainingModel):
             return meta_loss
 
         meta_loss = tf.cond(update, meta_update, lambda: tf.constant(0.0))
-        self.meta_loss_tracker.update_state(meta_loss * 1.0 * self._replica_count(),
+        self.meta_loss_tracker.update_state(meta_loss * replica_count(),
                                             sample_weight=tf.cast(update, tf.float32))
         return self.weight_net(features)
-
-    @staticmethod
-    def _replica_count() -> float:
-        context = tf.distribute.get_replica_context()
-        return float(context.num_replicas_in_sync) if context is not None else 1.0
 
     def virtual_learning_rate(self):
         if self.inner_lr is not None:

@@ -207,37 +207,17 @@ def test_restarts_keep_the_best_per_sample():
     """A loss that prefers the restart whose start is farthest above x in feature 0."""
     x = np.full((32, 4), 0.5, "float32")
     y = np.zeros(32, "int64")
-    captured = {}
-
     def model_fn(z):
-        captured["x"] = z
         return tf.stack([tf.zeros_like(z[:, 0]), z[:, 0]], axis=1)
 
     def loss_fn(labels, logits):
         return logits[:, 1]  # increases with feature 0; its gradient is e_0
 
-    out = pgd(
-        model_fn,
-        x,
-        y,
-        eps=0.2,
-        step_size=1e-6,
-        num_steps=1,
-        loss_fn=loss_fn,
-        num_restarts=1,
-        seed=5,
-    ).numpy()
-    best = pgd(
-        model_fn,
-        x,
-        y,
-        eps=0.2,
-        step_size=1e-6,
-        num_steps=1,
-        loss_fn=loss_fn,
-        num_restarts=8,
-        seed=5,
-    ).numpy()
+    def run(restarts):
+        return pgd(model_fn, x, y, eps=0.2, step_size=1e-6, num_steps=1, loss_fn=loss_fn,
+                   num_restarts=restarts, seed=5).numpy()
+
+    out, best = run(1), run(8)
     assert np.all(best[:, 0] >= out[:, 0] - 1e-7)
     assert np.mean(best[:, 0] > out[:, 0]) > 0.5
     assert best[:, 0].mean() > 0.5 + 0.15  # max of 8 uniforms in [-0.2, 0.2]
