@@ -12,15 +12,33 @@ model.evaluate(data.test_dataset(), return_dict=True)
 """
 
 from keras_mwat import attacks, callbacks, data, losses, margins, validation, weighting, zoo
-from keras_mwat.methods import AdversarialTrainingModel, MWATModel, PGDATModel
+from keras_mwat.methods import (
+    METHODS,
+    AdversarialTrainingModel,
+    GAIRATModel,
+    MAILModel,
+    MARTModel,
+    MWATModel,
+    MWNModel,
+    PGDATModel,
+    TRADESModel,
+    WMMRModel,
+)
 from keras_mwat.weight_net import WeightNetwork
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "METHODS",
     "AdversarialTrainingModel",
+    "GAIRATModel",
+    "MAILModel",
+    "MARTModel",
     "MWATModel",
+    "MWNModel",
     "PGDATModel",
+    "TRADESModel",
+    "WMMRModel",
     "WeightNetwork",
     "attacks",
     "callbacks",

@@ -30,6 +30,15 @@ def check_nonnegative(value, name: str) -> float:
     return float(value)
 
 
+def check_finite(value, name: str) -> float:
+    """Returns ``value`` as a float; raises if it is not a finite real number (any sign)."""
+    if not _is_number(value):
+        raise TypeError(f"`{name}` must be a number, got {value!r} ({type(value).__name__}).")
+    if not math.isfinite(value):
+        raise ValueError(f"`{name}` must be a finite number, got {name}={value!r}.")
+    return float(value)
+
+
 def check_positive(value, name: str) -> float:
     """Returns ``value`` as a float; raises if it is not a finite number > 0."""
     if not _is_number(value):

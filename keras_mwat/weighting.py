@@ -7,14 +7,11 @@ one. The heuristic weightings of the peer methods (MAIL, GAIRAT, WMMR) live here
 
 from __future__ import annotations
 
-import math
-import numbers
-
 import tensorflow as tf
 
 from keras_mwat.losses import at_least_float32
 from keras_mwat.margins import probability_margin
-from keras_mwat.validation import check_choice, check_int
+from keras_mwat.validation import check_choice, check_finite, check_int
 
 NORMALIZATIONS = ("mean", "sum", "none")
 
@@ -76,15 +73,6 @@ def loss_coefficients(weights, mode: str = "mean", mask=None) -> tf.Tensor:
     return normalized / tf.maximum(_count(normalized, mask), 1.0)
 
 
-def _check_finite(value, name: str) -> float:
-    """Returns ``value`` as a float; raises if it is not a finite real number (any sign)."""
-    if not isinstance(value, numbers.Real) or isinstance(value, bool):
-        raise TypeError(f"`{name}` must be a number, got {value!r} ({type(value).__name__}).")
-    if not math.isfinite(value):
-        raise ValueError(f"`{name}` must be a finite number, got {name}={value!r}.")
-    return float(value)
-
-
 def mail(y, logits_adv, bias: float = -1.5, slope: float = 1.0) -> tf.Tensor:
     """MAIL sample weights ``3 * sigmoid(slope * (p_2nd - p_y + bias))``.
 
@@ -107,8 +95,8 @@ def mail(y, logits_adv, bias: float = -1.5, slope: float = 1.0) -> tf.Tensor:
         Tensor of shape (n,), float32 (float64 for float64 logits), with no gradient
         (``stop_gradient``).
     """
-    bias = _check_finite(bias, "bias")
-    slope = _check_finite(slope, "slope")
+    bias = check_finite(bias, "bias")
+    slope = check_finite(slope, "slope")
     negative_margin = -probability_margin(y, logits_adv)
     return tf.stop_gradient(3.0 * tf.sigmoid(slope * (negative_margin + bias)))
 
@@ -139,7 +127,7 @@ def gairat(kappa, num_steps: int, lam: float = -1.0) -> tf.Tensor:
         and no gradient (``stop_gradient``).
     """
     num_steps = check_int(num_steps, "num_steps", minimum=1)
-    lam = _check_finite(lam, "lam")
+    lam = check_finite(lam, "lam")
     half = max(num_steps // 2, 1)
     kappa = at_least_float32(tf.reshape(kappa, [-1]))
     argument = lam + 5.0 * (half - kappa) / half
@@ -164,5 +152,5 @@ def wmmr(y, logits, alpha: float = 1.0) -> tf.Tensor:
         Tensor of shape (n,), float32 (float64 for float64 logits), with no gradient
         (``stop_gradient``).
     """
-    alpha = _check_finite(alpha, "alpha")
+    alpha = check_finite(alpha, "alpha")
     return tf.stop_gradient(tf.exp(-alpha * probability_margin(y, logits)))

@@ -122,6 +122,7 @@ class Attack:
         loss_fn: Callable[[tf.Tensor, tf.Tensor], tf.Tensor] | None = None,
         return_kappa: bool = False,
         strength=None,
+        init: str | None = None,
     ):
         """Returns adversarial inputs for a batch; graph-safe, tensors in and out.
 
@@ -136,6 +137,8 @@ class Attack:
                 iterates (see ``pgd``), when the attack supports it.
             strength: Optional scalar in [0, 1] (a tensor or variable) multiplying the
                 attack's radius and step size, for an epsilon warm-up during training.
+            init: Optional override of the random start ("uniform" or "normal"), for
+                methods whose attack prescribes its start (TRADES: ``x + 0.001 N(0, 1)``).
         """
         raise NotImplementedError(f"{type(self).__name__} must implement `perturb`.")
 
@@ -282,6 +285,7 @@ class PGD(Attack):
         loss_fn: Callable[[tf.Tensor, tf.Tensor], tf.Tensor] | None = None,
         return_kappa: bool = False,
         strength=None,
+        init: str | None = None,
     ):
         """Runs ``pgd`` with this attack's settings (see ``Attack.perturb``).
 
@@ -301,7 +305,7 @@ class PGD(Attack):
             value_range=self.value_range,
             loss_fn=loss_fn,
             seed=self.seed_generator if seed is None else seed,
-            init=self.init,
+            init=self.init if init is None else init,
             return_kappa=return_kappa,
         )
 

@@ -1,7 +1,37 @@
-"""Training methods: one shared train_step, each method a loss, an attack objective and weights."""
+"""Training methods: one shared train_step; a method is an objective plus a weighting."""
 
 from keras_mwat.methods.base import AdversarialTrainingModel, TrainingStep
+from keras_mwat.methods.gairat import GAIRATModel
+from keras_mwat.methods.mail import MAILModel
+from keras_mwat.methods.mart import MARTModel
 from keras_mwat.methods.mwat import MWATModel
+from keras_mwat.methods.mwn import MWNModel
 from keras_mwat.methods.pgd_at import PGDATModel
+from keras_mwat.methods.trades import TRADESModel
+from keras_mwat.methods.wmmr import WMMRModel
 
-__all__ = ["AdversarialTrainingModel", "MWATModel", "PGDATModel", "TrainingStep"]
+#: Command-line and ``compare`` names of the methods.
+METHODS = {
+    "mwat": MWATModel,
+    "pgd_at": PGDATModel,
+    "trades": TRADESModel,
+    "mart": MARTModel,
+    "mail": MAILModel,
+    "gairat": GAIRATModel,
+    "wmmr": WMMRModel,
+    "mwn": MWNModel,
+}
+
+__all__ = [
+    "METHODS",
+    "AdversarialTrainingModel",
+    "GAIRATModel",
+    "MAILModel",
+    "MARTModel",
+    "MWATModel",
+    "MWNModel",
+    "PGDATModel",
+    "TRADESModel",
+    "TrainingStep",
+    "WMMRModel",
+]

@@ -27,6 +27,7 @@ import tensorflow as tf
 from keras_mwat import losses, validation, weighting
 from keras_mwat.attacks import PGD, Attack
 from keras_mwat.attacks import get as get_attack
+from keras_mwat.methods import objectives
 
 _ACCURACY_NAMES = ("accuracy", "acc", "sparse_categorical_accuracy")
 
@@ -116,8 +117,6 @@ class AdversarialTrainingModel(keras.Model):
     ```
     """
 
-    #: Whether ``sample_losses`` needs training-mode logits on the clean inputs.
-    needs_natural_logits = False
     #: Whether the attack must count GAIRAT's kappa.
     needs_kappa = False
 
@@ -160,6 +159,8 @@ class AdversarialTrainingModel(keras.Model):
         self.weight_std_tracker = keras.metrics.Mean(name="weight_std")
         self.extra_metrics = []
         self.base_loss = losses.cross_entropy
+        #: What the attack maximises and the per-sample losses (PGD-AT's by default).
+        self.objective = objectives.CrossEntropyObjective()
         low, high = self.attack.value_range or (0.0, 1.0)
         probe = np.random.default_rng(0).uniform(low, high, size=(4, *self.input_spec_shape))
         validation.check_logits(classifier(probe.astype("float32"), training=False),
@@ -223,13 +224,18 @@ class AdversarialTrainingModel(keras.Model):
         return []
 
     # -------------------------------------------------------------- method hooks
+    @property
+    def needs_natural_logits(self) -> bool:
+        """Whether ``sample_losses`` needs training-mode logits on the clean inputs."""
+        return self.objective.needs_natural_logits
+
     def attack_loss(self, x, y, logits_clean):
         """The per-sample objective the training attack maximises, or None for CE."""
-        return None
+        return self.objective.attack_loss(x, y, logits_clean)
 
     def sample_losses(self, step: TrainingStep):
         """Per-sample losses ``(weighted, unweighted_or_None)``, each of shape (n,)."""
-        return self.base_loss(step.y, step.logits_adv), None
+        return self.objective.sample_losses(self, step)
 
     def sample_weights(self, step: TrainingStep):
         """Per-sample weights before normalisation, shape (n,), or None for uniform."""
@@ -252,6 +258,7 @@ class AdversarialTrainingModel(keras.Model):
         result = self.attack.perturb(
             self.classifier_fn(training=False), x, y, seed=seed, loss_fn=objective,
             return_kappa=self.needs_kappa, strength=tf.convert_to_tensor(self.attack_strength),
+            init=self.objective.attack_init,
         )
         if self.needs_kappa:
             x_adv, kappa = result

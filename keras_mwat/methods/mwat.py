@@ -16,7 +16,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_mwat import losses, margins, validation, weighting
-from keras_mwat.methods import bilevel
+from keras_mwat.methods import bilevel, objectives
 from keras_mwat.methods.base import AdversarialTrainingModel, TrainingStep, replica_count
 from keras_mwat.weight_net import WeightNetwork
 
@@ -53,6 +53,8 @@ class MWATModel(AdversarialTrainingModel):
         meta_batch_size: Meta batch size drawn from an ``(x, y)`` tuple ``meta_data``.
         meta_fraction: Held-out fraction of each batch with ``meta_source="split"``.
         margin_source: Margins from the "adversarial" (default) or "clean" logits.
+        base: "at" (weights on the CE of x_adv) or "trades" (weights on TRADES's KL term).
+        beta: TRADES's KL weight (``base="trades"`` only).
         **kwargs: Passed to ``keras.Model``.
 
     Example:
@@ -85,10 +87,15 @@ class MWATModel(AdversarialTrainingModel):
         meta_batch_size: int = 128,
         meta_fraction: float = 0.5,
         margin_source: str = "adversarial",
+        base: str = "at",
+        beta: float = 6.0,
         **kwargs,
     ):
         super().__init__(classifier, attack=attack, reweight_start_epoch=reweight_start_epoch,
                          seed=seed, **kwargs)
+        self.base = validation.check_choice(base, "base", objectives.BASES)
+        self.beta = validation.check_nonnegative(beta, "beta")
+        self.objective = objectives.from_base(base, beta)
         self.margin = validation.check_choice(margin, "margin", margins.MARGIN_KINDS)
         self.meta_source = validation.check_choice(meta_source, "meta_source", META_SOURCES)
         self.meta_objective = validation.check_choice(
@@ -117,7 +124,7 @@ class MWATModel(AdversarialTrainingModel):
                 f"`weight_net` must be a keras_mwat.WeightNetwork (or a keras.Model), got "
                 f"{type(weight_net).__name__}."
             )
-        feature_dim = margins.feature_dim(self.margin, self.num_classes)
+        feature_dim = self.feature_dim()
         if not weight_net.built:
             weight_net.build((None, feature_dim))
         self.weight_net = weight_net
@@ -126,7 +133,7 @@ class MWATModel(AdversarialTrainingModel):
         except Exception as error:  # noqa: BLE001 - re-raised with context
             raise ValueError(
                 f"`weight_net` does not accept {feature_dim} margin features "
-                f"(margin={self.margin!r}, {self.num_classes} classes): {error}"
+                f"({type(self).__name__}, {self.num_classes} classes): {error}"
             ) from error
 
         if meta_optimizer is None:
@@ -167,6 +174,14 @@ class MWATModel(AdversarialTrainingModel):
         self._meta_arrays = (tf.constant(np.asarray(x_meta, dtype="float32")),
                              tf.constant(labels.astype("int32")))
 
+    def feature_dim(self) -> int:
+        """Number of inputs of the weight network."""
+        return margins.feature_dim(self.margin, self.num_classes)
+
+    def weight_features(self, step: TrainingStep):
+        """The weight network's inputs, held constant: the margin features."""
+        return margins.margin_features(self.margin, step.y, self.margin_logits(step))
+
     def method_metrics(self) -> list:
         return [self.meta_loss_tracker]
 
@@ -179,9 +194,7 @@ class MWATModel(AdversarialTrainingModel):
         return tf.stop_gradient(logits)
 
     def sample_weights(self, step: TrainingStep):
-        features = tf.stop_gradient(
-            margins.margin_features(self.margin, step.y, self.margin_logits(step))
-        )
+        features = tf.stop_gradient(self.weight_features(step))
         iteration = tf.cast(self.optimizer.iterations, tf.int64)
         update = tf.logical_and(step.reweighting,
                                 tf.equal(iteration % self.meta_update_every, 0))
@@ -280,6 +293,8 @@ class MWATModel(AdversarialTrainingModel):
             meta_batch_size=self.meta_batch_size,
             meta_fraction=self.meta_fraction,
             margin_source=self.margin_source,
+            base=self.base,
+            beta=self.beta,
         )
         if self.meta_source == "dataset":
             # Meta data is not part of the config: a loaded model falls back to the batch.
