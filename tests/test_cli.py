@@ -34,3 +34,31 @@ def test_parser_rejects_negative_eps():
 
     with pytest.raises(SystemExit):
         build_parser().parse_args(["train", "--eps", "-0.1"])
+
+
+def test_compare_trains_each_method_on_equal_footing(tmp_path, capsys):
+    code = main(["compare", "--methods", "pgd_at,trades,gairat", "--epochs", "1",
+                 "--subset", "96", "--test-subset", "48", "--train-steps", "2",
+                 "--eval-steps", "3", "--eval-restarts", "1", "--seed", "1",
+                 "--out", str(tmp_path), "--verbose", "0"])
+    assert code == 0
+    (run,) = list(tmp_path.iterdir())
+    report = json.loads((run / "compare.json").read_text())
+    assert [row["method"] for row in report["rows"]] == ["pgd_at", "trades", "gairat"]
+    for row in report["rows"]:
+        assert 0.0 <= row["worst_case"] <= row["pgd3x1"] <= 1.0
+        assert row["train_seconds"] > 0
+    assert report["eval_attacks"]["pgd3x1"]["num_steps"] == 3
+    assert report["seed"] == 1 and report["test_samples"] == 48
+    table = (run / "compare.md").read_text()
+    assert "| method | clean | pgd3x1 | worst_case | train_seconds |" in table
+    assert "| trades |" in capsys.readouterr().out
+    for method in ("pgd_at", "trades", "gairat"):
+        assert (run / method / "model.keras").exists()
+
+
+def test_compare_rejects_unknown_methods():
+    import pytest
+
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["compare", "--methods", "pgd_at,fgsm_at"])
