@@ -209,7 +209,6 @@ def _settings(args, train_attack, eval_attacks) -> dict:
 
 def train(args: argparse.Namespace) -> dict:
     """Runs ``keras-mwat train``; returns the metrics written to ``metrics.json``."""
-    _quiet_tensorflow()
     data, train_attack, eval_attacks = _prepare(args)
     run_dir = _new_run_dir(args.out)
     print(f"Training {args.method} on the embedded MNIST data ({len(data.y_train)} train, "
@@ -249,7 +248,6 @@ def _markdown_table(rows: list[dict], columns: list[str]) -> str:
 
 def compare(args: argparse.Namespace) -> dict:
     """Runs ``keras-mwat compare``; returns what it writes to ``compare.json``."""
-    _quiet_tensorflow()
     data, train_attack, eval_attacks = _prepare(args)
     run_dir = _new_run_dir(args.out)
     print(f"Comparing {', '.join(args.methods)} on the embedded MNIST data "
