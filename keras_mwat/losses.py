@@ -12,6 +12,7 @@ docstring states the formula and the constants. Attack objectives are to be *max
 
 from __future__ import annotations
 
+import keras
 import tensorflow as tf
 
 from keras_mwat.validation import check_nonnegative
@@ -34,6 +35,7 @@ def _as_labels(y) -> tf.Tensor:
     return tf.cast(tf.reshape(y, [-1]), tf.int32)
 
 
+@keras.saving.register_keras_serializable(package="keras_mwat")
 def cross_entropy(y, logits) -> tf.Tensor:
     """Per-sample softmax cross-entropy ``-log softmax(logits)[y]``.
 

@@ -142,9 +142,9 @@ class AdversarialTrainingModel(keras.Model):
         if seed is not None:
             seed = validation.check_int(seed, "seed", minimum=0)
         self.seed = seed
-        self.train_seed = keras.random.SeedGenerator(seed, name="train_seed")
-        self.eval_seed = keras.random.SeedGenerator(
-            None if seed is None else seed + 7919, name="eval_seed"
+        self.train_seed = self._saved_seed_generator(seed, "train_seed")
+        self.eval_seed = self._saved_seed_generator(
+            None if seed is None else seed + 7919, "eval_seed"
         )
         self.epoch = keras.Variable(0, dtype="int64", trainable=False, name="epoch")
         # Multiplies the training attack's eps and step size (see callbacks.EpsilonWarmup).
@@ -167,6 +167,16 @@ class AdversarialTrainingModel(keras.Model):
                                 name="classifier")
 
     # ------------------------------------------------------------------ set-up
+    def _saved_seed_generator(self, seed, name: str) -> keras.random.SeedGenerator:
+        """A SeedGenerator whose state is a model variable, so ``.keras`` files and
+        ``BackupAndRestore`` keep it (Keras does not save a SeedGenerator's state)."""
+        generator = keras.random.SeedGenerator(seed, name=name)
+        state = keras.Variable(generator.state.value, dtype=generator.state.dtype,
+                               trainable=False, name=f"{name}_state")
+        generator.state = state
+        setattr(self, f"{name}_state", state)
+        return generator
+
     def finish_init(self) -> None:
         """Builds the wrapper eagerly; the last line of every concrete method's __init__.
 
@@ -203,9 +213,22 @@ class AdversarialTrainingModel(keras.Model):
                 metric = keras.metrics.MeanMetricWrapper(metric, name=metric.__name__)
             extra.append(metric)
         self.extra_metrics = extra
+        self._metrics_argument = list(metrics or [])
         self.finish_init()
         super().compile(optimizer=optimizer, **kwargs)
         self.optimizer.build(self.classifier.trainable_variables)
+
+    def get_compile_config(self) -> dict:
+        """The ``compile`` arguments, so a loaded model continues ``fit`` without compiling."""
+        config = super().get_compile_config()
+        if config:
+            config["loss"] = keras.saving.serialize_keras_object(self.base_loss)
+            config["metrics"] = keras.saving.serialize_keras_object(self._metrics_argument)
+        return config
+
+    def compile_from_config(self, config) -> None:
+        config = keras.saving.deserialize_keras_object(config)
+        self.compile(**config)
 
     @property
     def metrics(self):
