@@ -41,3 +41,23 @@ def test_strength_scales_the_radius(strength, tiny_data):
     assert distance <= 0.3 * strength + 1e-6
     if strength > 0:
         assert distance > 0.3 * strength - 1e-3  # sign steps reach the (scaled) boundary
+
+
+def test_robust_validation_keeps_and_restores_the_best(tiny_data, tmp_path):
+    model = km.PGDATModel(make_cnn(), attack=deterministic_attack(1), seed=0)
+    model.compile(optimizer=keras.optimizers.Adam(3e-3))
+    attack = km.attacks.PGD(eps=0.1, step_size=0.05, num_steps=3, random_start=False)
+    best = km.callbacks.RobustValidation(tiny_data.x_val, tiny_data.y_val, attack=attack,
+                                         every=2, filepath=tmp_path / "best.keras")
+    history = model.fit(tiny_data.x_train, tiny_data.y_train, batch_size=32, epochs=5,
+                        callbacks=[best], verbose=0).history
+    assert [h["epoch"] for h in best.history] == [1, 3, 4]  # every 2, and the last epoch
+    assert len(history["robust_val_accuracy"]) == 3
+    robust = [h["robust"] for h in best.history]
+    assert best.best_robust_accuracy == max(robust)
+    assert best.best_epoch == best.history[int(np.argmax(robust))]["epoch"]
+    # The restored weights are the best epoch's: their robust accuracy is the best one.
+    assert best._accuracies()[1] == pytest.approx(best.best_robust_accuracy)
+    loaded = keras.models.load_model(tmp_path / "best.keras")
+    np.testing.assert_allclose(loaded.predict(tiny_data.x_val, verbose=0),
+                               model.predict(tiny_data.x_val, verbose=0), atol=1e-5)
