@@ -11,7 +11,18 @@ model.evaluate(data.test_dataset(), return_dict=True)
 ```
 """
 
-from keras_mwat import attacks, callbacks, data, losses, margins, validation, weighting, zoo
+from keras_mwat import (
+    attacks,
+    callbacks,
+    data,
+    losses,
+    margins,
+    tuning,
+    validation,
+    weighting,
+    zoo,
+)
+from keras_mwat.export import export_classifier
 from keras_mwat.methods import (
     METHODS,
     AdversarialTrainingModel,
@@ -41,10 +52,12 @@ __all__ = [
     "WMMRModel",
     "WeightNetwork",
     "attacks",
+    "export_classifier",
     "callbacks",
     "data",
     "losses",
     "margins",
+    "tuning",
     "validation",
     "weighting",
     "zoo",

@@ -1,4 +1,4 @@
-"""Command line: ``keras-mwat train | compare`` (also ``python -m keras_mwat ...``).
+"""Command line: ``keras-mwat train | compare | export | tune`` (also ``python -m keras_mwat``).
 
 ``keras-mwat train`` with no argument trains MWAT on the embedded MNIST subset with a small
 CNN (L-inf, eps 0.3), shows Keras progress bars, prints clean accuracy and robust accuracy
@@ -101,6 +101,23 @@ def build_parser() -> argparse.ArgumentParser:
                          help=f"comma-separated methods (default {DEFAULT_COMPARE}; "
                               f"all: {','.join(sorted(METHODS))})")
     _add_common_arguments(compare)
+    export = commands.add_parser(
+        "export", help="export a trained model's classifier as a SavedModel for TF Serving")
+    export.add_argument("--model", type=Path, required=True, help="a .keras file")
+    export.add_argument("--out", type=Path, required=True, help="SavedModel directory")
+    export.add_argument("--input-name", default="image")
+    export.add_argument("--overwrite", action="store_true")
+    export.add_argument("--seed", type=int, default=0, help="unused; accepted for symmetry")
+    tune = commands.add_parser(
+        "tune", help="Keras Tuner random search over MWAT's hyperparameters (embedded data)")
+    tune.add_argument("--max-trials", type=_positive_int, default=3)
+    tune.add_argument("--epochs", type=_positive_int, default=2)
+    tune.add_argument("--eps", type=_positive_float, default=0.3)
+    tune.add_argument("--train-steps", type=_positive_int, default=10)
+    tune.add_argument("--batch-size", type=_positive_int, default=128)
+    tune.add_argument("--subset", type=_positive_int, default=None)
+    tune.add_argument("--directory", type=Path, default=Path("runs/tuning"))
+    tune.add_argument("--seed", type=int, default=0)
     return parser
 
 
@@ -277,11 +294,44 @@ def compare(args: argparse.Namespace) -> dict:
     return report
 
 
+def export(args: argparse.Namespace) -> str:
+    """Runs ``keras-mwat export``: the classifier of a ``.keras`` model as a SavedModel."""
+    import keras
+
+    import keras_mwat as km
+
+    model = keras.models.load_model(args.model)
+    path = km.export_classifier(model, args.out, input_name=args.input_name,
+                                overwrite=args.overwrite)
+    print(f"wrote SavedModel {path} (signature serving_default: {args.input_name} -> "
+          "logits, probabilities)")
+    return path
+
+
+def tune(args: argparse.Namespace):
+    """Runs ``keras-mwat tune`` on the embedded data; prints the best trial."""
+    import keras_mwat as km
+    from keras_mwat import tuning
+
+    data = km.data.load_embedded(seed=args.seed)
+    if args.subset:
+        data = data.subset(train=args.subset, validation=max(args.subset // 4, 32),
+                           seed=args.seed)
+    tuner = tuning.tune(data, max_trials=args.max_trials, epochs=args.epochs,
+                        directory=str(args.directory), seed=args.seed,
+                        batch_size=args.batch_size, eps=args.eps,
+                        attack_steps=args.train_steps)
+    best = tuner.oracle.get_best_trials(1)[0]
+    print(f"best val_robust_accuracy {best.score:.4f} with {best.hyperparameters.values}")
+    print(f"trials in {tuner.project_dir}")
+    return tuner
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``keras-mwat`` command."""
     _quiet_tensorflow()
     args = build_parser().parse_args(argv)
-    {"train": train, "compare": compare}[args.command](args)
+    {"train": train, "compare": compare, "export": export, "tune": tune}[args.command](args)
     return 0
 
 

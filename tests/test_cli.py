@@ -28,6 +28,16 @@ def test_train_end_to_end_writes_a_run_directory(tmp_path, capsys):
     x = np.zeros((2, 28, 28, 1), "float32")
     assert model.predict(x, verbose=0).shape == (2, 10)
 
+    # keras-mwat export on the trained run's model: a SavedModel serving the same logits.
+    import tensorflow as tf
+
+    assert main(["export", "--model", str(runs[0] / "model.keras"), "--out",
+                 str(tmp_path / "served")]) == 0
+    serving = tf.saved_model.load(str(tmp_path / "served")).signatures["serving_default"]
+    outputs = serving(image=tf.constant(x))
+    np.testing.assert_allclose(outputs["logits"].numpy(), model.predict(x, verbose=0),
+                               atol=1e-5)
+
 
 def test_parser_rejects_negative_eps():
     import pytest
@@ -62,3 +72,10 @@ def test_compare_rejects_unknown_methods():
 
     with pytest.raises(SystemExit):
         build_parser().parse_args(["compare", "--methods", "pgd_at,fgsm_at"])
+
+
+def test_tune_runs_trials_with_scores(tmp_path, capsys):
+    main(["tune", "--max-trials", "2", "--epochs", "1", "--subset", "96", "--train-steps",
+          "1", "--batch-size", "32", "--directory", str(tmp_path)])
+    out = capsys.readouterr().out
+    assert "best val_robust_accuracy" in out
