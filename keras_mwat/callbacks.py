@@ -124,3 +124,77 @@ class RobustValidation(keras.callbacks.Callback):
     def on_train_end(self, logs=None):
         if self.restore_best_weights and self.best_weights is not None:
             self.model.set_weights(self.best_weights)
+
+
+class WeightTensorBoard(keras.callbacks.Callback):
+    """Writes the method's sample weights to TensorBoard: what the reweighting does.
+
+    Every ``every`` epochs, on a fixed batch ``(x, y)`` (e.g. validation data), it logs:
+    histograms of the normalised weights (``weights``) and of the Definition 2.2 margins
+    on the adversarial examples (``margins``); the mean weight of each class
+    (``class_mean_weight/<k>``); and the learned weight-vs-margin curve as a Markdown table
+    of the mean weight in margin bins (``weight_vs_margin``), also kept in ``self.curves``.
+    Works with every method (uniform methods show weight 1); it trains nothing.
+
+    Args:
+        log_dir: TensorBoard log directory (a ``weights`` subfolder is written).
+        x: Inputs to inspect (a few hundred samples are plenty).
+        y: Their integer labels.
+        every: Log every this many epochs.
+        bins: Number of margin bins of the curve, over [-1, 1].
+
+    Example:
+    ```python
+    model.fit(train_ds, epochs=5, callbacks=[keras_mwat.callbacks.WeightTensorBoard(
+        "runs/tb", data.x_val[:512], data.y_val[:512])])
+    # tensorboard --logdir runs/tb
+    ```
+    """
+
+    def __init__(self, log_dir, x, y, every: int = 1, bins: int = 10):
+        super().__init__()
+        import os
+
+        import tensorflow as tf
+
+        self.writer = tf.summary.create_file_writer(os.path.join(str(log_dir), "weights"))
+        self.x = x
+        self.y = y
+        self.every = check_int(every, "every", minimum=1)
+        self.bins = check_int(bins, "bins", minimum=1)
+        self.curves = []
+
+    def curve(self, margin, weight) -> list[tuple[float, float, float, int]]:
+        """(bin low, bin high, mean weight, count) over margin bins in [-1, 1]."""
+        import numpy as np
+
+        edges = np.linspace(-1.0, 1.0, self.bins + 1)
+        index = np.clip(np.digitize(margin, edges) - 1, 0, self.bins - 1)
+        rows = []
+        for b in range(self.bins):
+            chosen = index == b
+            if chosen.any():
+                rows.append((float(edges[b]), float(edges[b + 1]),
+                             float(weight[chosen].mean()), int(chosen.sum())))
+        return rows
+
+    def on_epoch_end(self, epoch, logs=None):
+        if (epoch + 1) % self.every:
+            return
+        import numpy as np
+        import tensorflow as tf
+
+        result = self.model.inspect_weights(self.x, self.y)
+        rows = self.curve(result["margin"], result["weight"])
+        self.curves.append({"epoch": epoch, "curve": rows})
+        table = ["| margin bin | mean weight | samples |", "|---|---|---|"] + [
+            f"| [{low:.1f}, {high:.1f}) | {mean:.3f} | {count} |"
+            for low, high, mean, count in rows]
+        with self.writer.as_default(step=epoch):
+            tf.summary.histogram("weights", result["weight"])
+            tf.summary.histogram("margins", result["margin"])
+            for label in np.unique(result["y"]):
+                tf.summary.scalar(f"class_mean_weight/{int(label)}",
+                                  float(result["weight"][result["y"] == label].mean()))
+            tf.summary.text("weight_vs_margin", "\n".join(table))
+        self.writer.flush()

@@ -61,3 +61,26 @@ def test_robust_validation_keeps_and_restores_the_best(tiny_data, tmp_path):
     loaded = keras.models.load_model(tmp_path / "best.keras")
     np.testing.assert_allclose(loaded.predict(tiny_data.x_val, verbose=0),
                                model.predict(tiny_data.x_val, verbose=0), atol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["mwat", "gairat", "pgd_at"])
+def test_weight_tensorboard_writes_histograms_and_the_curve(name, tiny_data, tmp_path):
+    model = km.METHODS[name](make_cnn(), attack=deterministic_attack(1), seed=0)
+    model.compile(optimizer="adam")
+    board = km.callbacks.WeightTensorBoard(tmp_path, tiny_data.x_val, tiny_data.y_val, bins=4)
+    model.fit(tiny_data.x_train[:64], tiny_data.y_train[:64], batch_size=32, epochs=2,
+              callbacks=[board], verbose=0)
+    tags = set()
+    for path in (tmp_path / "weights").iterdir():
+        for event in tf.compat.v1.train.summary_iterator(str(path)):
+            tags.update(value.tag for value in event.summary.value)
+    assert {"weights", "margins", "weight_vs_margin"} <= tags
+    assert any(tag.startswith("class_mean_weight/") for tag in tags)
+    rows = board.curves[-1]["curve"]
+    assert sum(count for *_, count in rows) == len(tiny_data.y_val)
+    inspected = model.inspect_weights(tiny_data.x_val, tiny_data.y_val)
+    assert inspected["weight"].mean() == pytest.approx(1.0, rel=1e-5)  # mean-normalised
+    if name == "pgd_at":
+        np.testing.assert_allclose(inspected["weight"], 1.0)
+    else:
+        assert inspected["weight"].std() > 0

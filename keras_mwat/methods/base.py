@@ -24,7 +24,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_mwat import losses, validation, weighting
+from keras_mwat import losses, margins, validation, weighting
 from keras_mwat.attacks import PGD, Attack
 from keras_mwat.attacks import get as get_attack
 from keras_mwat.methods import objectives
@@ -263,6 +263,34 @@ class AdversarialTrainingModel(keras.Model):
     def sample_weights(self, step: TrainingStep):
         """Per-sample weights before normalisation, shape (n,), or None for uniform."""
         return None
+
+    def current_weights(self, step: TrainingStep):
+        """The weights ``sample_weights`` would give now, without any update (inspection)."""
+        return self.sample_weights(step)
+
+    def inspect_weights(self, x, y) -> dict:
+        """Margins and normalised weights the method gives a batch now; trains nothing.
+
+        Runs the training attack (its own seed, not the training one) and an inference
+        forward. Returns NumPy arrays: ``margin`` (Definition 2.2, on the adversarial
+        logits), ``weight`` (normalised over the batch, as in training) and ``y``.
+        """
+        y = _to_labels(tf.convert_to_tensor(y), self.num_classes)
+        x = tf.convert_to_tensor(x)
+        logits_clean = self.classifier(x, training=False)
+        x_adv, kappa = self._attack(x, y, logits_clean, self.attack.seed_generator)
+        step = TrainingStep(x=x, y=y, x_adv=x_adv, logits_clean=logits_clean, kappa=kappa,
+                            logits_adv=self.classifier(x_adv, training=False))
+        if self.needs_natural_logits:
+            step.logits_natural = logits_clean
+        step.weighted_loss, step.unweighted_loss = self.sample_losses(step)
+        raw, mode = self.current_weights(step), self.weight_normalization_mode()
+        if raw is None:  # uniform, as in train_step
+            raw, mode = tf.ones(tf.shape(y)), "mean"
+        elif int(self.epoch.numpy()) < self.reweight_start_epoch:
+            raw = tf.ones(tf.shape(y))
+        return {"margin": margins.probability_margin(y, step.logits_adv).numpy(),
+                "weight": weighting.normalize(raw, mode).numpy(), "y": y.numpy()}
 
     def weight_normalization_mode(self) -> str:
         """How the method's weights are normalised over the global batch."""

@@ -209,6 +209,9 @@ class MWATModel(AdversarialTrainingModel):
                                             sample_weight=tf.cast(update, tf.float32))
         return self.weight_net(features)
 
+    def current_weights(self, step: TrainingStep):
+        return self.weight_net(tf.stop_gradient(self.weight_features(step)))
+
     def virtual_learning_rate(self):
         if self.inner_lr is not None:
             return tf.constant(self.inner_lr, tf.float32)

@@ -16,12 +16,25 @@ ATTACK = dict(eps=0.3, step_size=0.1, num_steps=2)
 def test_each_method_trains_and_round_trips(name, tiny_data, tmp_path):
     model = km.METHODS[name](make_cnn(), attack=km.attacks.PGD(**ATTACK), seed=0)
     model.compile(optimizer="adam")
+    # Keras's own callbacks work unchanged with every method.
+    callbacks = [
+        keras.callbacks.CSVLogger(str(tmp_path / "log.csv")),
+        keras.callbacks.EarlyStopping(monitor="val_robust_accuracy", mode="max", patience=3),
+        keras.callbacks.TerminateOnNaN(),
+        keras.callbacks.ModelCheckpoint(str(tmp_path / "best.keras"),
+                                        monitor="val_robust_accuracy", mode="max",
+                                        save_best_only=True),
+    ]
     history = model.fit(tiny_data.x_train, tiny_data.y_train, batch_size=32, epochs=1,
-                        verbose=0).history
+                        validation_data=(tiny_data.x_val, tiny_data.y_val),
+                        callbacks=callbacks, verbose=0).history
     expected = {"loss", "accuracy", "robust_accuracy", "mean_weight", "weight_std"}
     if name in ("mwat", "mwn"):
         expected.add("meta_loss")
+    expected |= {"val_loss", "val_accuracy", "val_robust_accuracy"}
     assert set(history) == expected
+    assert "val_robust_accuracy" in (tmp_path / "log.csv").read_text().splitlines()[0]
+    assert (tmp_path / "best.keras").exists()
     assert all(np.isfinite(values[-1]) for values in history.values())
     path = tmp_path / f"{name}.keras"
     model.save(path)
