@@ -59,8 +59,13 @@ def _add_common_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--eps-warmup-epochs", type=_nonnegative_int, default=3,
                         help="epochs over which the training radius ramps up from 0 "
                              "(0: no warm-up)")
+    parser.add_argument("--dataset", default="embedded",
+                        help="'embedded' (MNIST subset shipped offline) or 'tfds:NAME' "
+                             "(already prepared in --data-dir; never downloads)")
+    parser.add_argument("--data-dir", default=None, help="tensorflow-datasets data_dir")
     parser.add_argument("--subset", type=_positive_int, default=None,
-                        help="use at most this many training samples (tiny runs)")
+                        help="use at most this many training samples (tiny runs; "
+                             "embedded data only)")
     parser.add_argument("--test-subset", type=_positive_int, default=None,
                         help="evaluate on at most this many test samples")
     parser.add_argument("--seed", type=int, default=0)
@@ -151,14 +156,67 @@ def attack_accuracies(classifier, x, y, attacks: dict, batch_size: int = 256) ->
     return results
 
 
-def _prepare(args):
-    """(data, training attack, evaluation attacks) for a command's arguments."""
+class TFDSSplits:
+    """A prepared tensorflow-datasets dataset with the interface of ``EmbeddedData``.
+
+    Training uses the first 90% of the "train" split, validation the last 10%, and the
+    final evaluation the "test" split (at most ``test_limit`` samples, as arrays).
+    """
+
+    def __init__(self, name: str, data_dir=None, test_limit=None, value_range=(0.0, 1.0)):
+        import numpy as np
+
+        from keras_mwat.data.tfds import dataset_info, load_tfds
+
+        self.name, self.data_dir, self.value_range = name, data_dir, tuple(value_range)
+        self._load = load_tfds
+        info = dataset_info(name, data_dir=data_dir)
+        self.input_shape = tuple(info["input_shape"])
+        self.num_classes = int(info["num_classes"])
+        train_size = int(info["num_examples"].get("train", 0))
+        self.y_train = np.zeros(train_size - train_size // 10)  # only its length is used
+        xs, ys = [], []
+        for x, y in self._split("test", 512, shuffle=False):
+            xs.append(x.numpy())
+            ys.append(y.numpy())
+            if test_limit and sum(len(b) for b in ys) >= test_limit:
+                break
+        self.x_test = np.concatenate(xs)[:test_limit]
+        self.y_test = np.concatenate(ys)[:test_limit]
+
+    def _split(self, split, batch_size, shuffle, seed=0):
+        return self._load(self.name, split=split, data_dir=self.data_dir,
+                          batch_size=batch_size, shuffle=shuffle, seed=seed,
+                          value_range=self.value_range)
+
+    def train_dataset(self, batch_size=128, seed=0):
+        return self._split("train[:90%]", batch_size, shuffle=True, seed=seed)
+
+    def validation_dataset(self, batch_size=128):
+        return self._split("train[90%:]", batch_size, shuffle=False)
+
+
+def _load_data(args):
     import keras_mwat as km
 
+    if args.dataset.startswith("tfds:"):
+        return TFDSSplits(args.dataset[len("tfds:"):], data_dir=args.data_dir,
+                          test_limit=args.test_subset)
+    if args.dataset != "embedded":
+        raise SystemExit(f"keras-mwat: --dataset must be 'embedded' or 'tfds:NAME', got "
+                         f"{args.dataset!r}")
     data = km.data.load_embedded(seed=args.seed)
     if args.subset or args.test_subset:
         data = data.subset(train=args.subset, validation=args.subset and max(args.subset // 4, 32),
                            test=args.test_subset, seed=args.seed)
+    return data
+
+
+def _prepare(args):
+    """(data, training attack, evaluation attacks) for a command's arguments."""
+    import keras_mwat as km
+
+    data = _load_data(args)
     eps = args.eps
     train_attack = km.attacks.PGD(eps=eps, step_size=max(2.5 * eps / args.train_steps, 1e-6),
                                   num_steps=args.train_steps, value_range=data.value_range)
@@ -228,7 +286,7 @@ def train(args: argparse.Namespace) -> dict:
     """Runs ``keras-mwat train``; returns the metrics written to ``metrics.json``."""
     data, train_attack, eval_attacks = _prepare(args)
     run_dir = _new_run_dir(args.out)
-    print(f"Training {args.method} on the embedded MNIST data ({len(data.y_train)} train, "
+    print(f"Training {args.method} on {args.dataset} ({len(data.y_train)} train, "
           f"{len(data.y_test)} test), eps={args.eps:g} L-inf, seed={args.seed}; "
           f"run dir {run_dir}")
     model, seconds, history = _fit(args.method, args, data, train_attack, run_dir)
@@ -267,7 +325,7 @@ def compare(args: argparse.Namespace) -> dict:
     """Runs ``keras-mwat compare``; returns what it writes to ``compare.json``."""
     data, train_attack, eval_attacks = _prepare(args)
     run_dir = _new_run_dir(args.out)
-    print(f"Comparing {', '.join(args.methods)} on the embedded MNIST data "
+    print(f"Comparing {', '.join(args.methods)} on {args.dataset} "
           f"({len(data.y_train)} train, {len(data.y_test)} test), eps={args.eps:g} L-inf, "
           f"{args.epochs} epochs, seed={args.seed}; run dir {run_dir}")
     rows = []

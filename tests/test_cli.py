@@ -79,3 +79,32 @@ def test_tune_runs_trials_with_scores(tmp_path, capsys):
           "1", "--batch-size", "32", "--directory", str(tmp_path)])
     out = capsys.readouterr().out
     assert "best val_robust_accuracy" in out
+
+
+def test_train_on_a_prepared_tfds_dataset(tmp_path):
+    import tensorflow as tf
+    import tensorflow_datasets as tfds
+
+    tfds.disable_progress_bar()
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, size=(80, 16, 16, 3), dtype=np.uint8)
+    y = np.arange(80, dtype=np.int64) % 3
+    features = tfds.features.FeaturesDict({
+        "image": tfds.features.Image(shape=(16, 16, 3)),
+        "label": tfds.features.ClassLabel(num_classes=3)})
+    tfds.dataset_builders.store_as_tfds_dataset(
+        name="tiny_rgb", version="1.0.0", features=features, data_dir=tmp_path / "tfds",
+        split_datasets={
+            "train": tf.data.Dataset.from_tensor_slices({"image": x[:60], "label": y[:60]}),
+            "test": tf.data.Dataset.from_tensor_slices({"image": x[60:], "label": y[60:]})})
+    metrics_ = main(["train", "--dataset", "tfds:tiny_rgb", "--data-dir", str(tmp_path / "tfds"),
+                     "--epochs", "1", "--batch-size", "16", "--train-steps", "1",
+                     "--eval-steps", "2", "--eval-restarts", "1", "--eps-warmup-epochs", "0",
+                     "--out", str(tmp_path / "runs"), "--verbose", "0"])
+    assert metrics_ == 0
+    (run,) = list((tmp_path / "runs").iterdir())
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["test_samples"] == 20 and metrics["train_samples"] == 54
+    model = keras.models.load_model(run / "model.keras")
+    assert model.classifier.input_shape == (None, 16, 16, 3)
+    assert model.classifier.output_shape == (None, 3)
