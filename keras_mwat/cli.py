@@ -121,6 +121,8 @@ def build_parser() -> argparse.ArgumentParser:
     tune.add_argument("--train-steps", type=_positive_int, default=10)
     tune.add_argument("--batch-size", type=_positive_int, default=128)
     tune.add_argument("--subset", type=_positive_int, default=None)
+    tune.add_argument("--eps-warmup-epochs", type=_nonnegative_int, default=1,
+                      help="epochs over which each trial's training radius ramps up")
     tune.add_argument("--directory", type=Path, default=Path("runs/tuning"))
     tune.add_argument("--seed", type=int, default=0)
     return parser
@@ -375,10 +377,12 @@ def tune(args: argparse.Namespace):
     if args.subset:
         data = data.subset(train=args.subset, validation=max(args.subset // 4, 32),
                            seed=args.seed)
+    callbacks = ([km.callbacks.EpsilonWarmup(epochs=args.eps_warmup_epochs)]
+                 if args.eps_warmup_epochs else [])
     tuner = tuning.tune(data, max_trials=args.max_trials, epochs=args.epochs,
                         directory=str(args.directory), seed=args.seed,
                         batch_size=args.batch_size, eps=args.eps,
-                        attack_steps=args.train_steps)
+                        attack_steps=args.train_steps, callbacks=callbacks)
     best = tuner.oracle.get_best_trials(1)[0]
     print(f"best val_robust_accuracy {best.score:.4f} with {best.hyperparameters.values}")
     print(f"trials in {tuner.project_dir}")
