@@ -19,10 +19,12 @@ from __future__ import annotations
 
 import keras
 
-from keras_mwat.attacks.base import FGSM, PGD, Attack
+from keras_mwat.attacks.apgd import apgd
+from keras_mwat.attacks.base import APGD, CWPGD, FGSM, PGD, Attack
 from keras_mwat.attacks.pgd import pgd
 from keras_mwat.attacks.primitives import (
     ascent_direction,
+    boundary_start,
     clip_to_range,
     normal_start,
     project,
@@ -30,10 +32,14 @@ from keras_mwat.attacks.primitives import (
 )
 
 __all__ = [
+    "APGD",
+    "CWPGD",
     "FGSM",
     "PGD",
     "Attack",
+    "apgd",
     "ascent_direction",
+    "boundary_start",
     "clip_to_range",
     "get",
     "normal_start",

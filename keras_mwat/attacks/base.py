@@ -25,7 +25,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_mwat import validation
+from keras_mwat import losses, validation
+from keras_mwat.attacks.apgd import LOSSES as APGD_LOSSES
+from keras_mwat.attacks.apgd import apgd
 from keras_mwat.attacks.pgd import INITS, pgd
 
 
@@ -358,3 +360,126 @@ class FGSM(PGD):
     def get_config(self) -> dict:
         """Returns the constructor arguments."""
         return Attack.get_config(self)
+
+
+@keras.saving.register_keras_serializable(package="keras_mwat")
+class CWPGD(PGD):
+    """PGD on the Carlini-Wagner margin loss ``max_{j != y} z_j - z_y`` (CW-PGD).
+
+    Carlini & Wagner, "Towards Evaluating the Robustness of Neural Networks" (IEEE S&P
+    2017), loss maximised by PGD as in Madry et al.; the margin loss does not saturate like
+    the cross-entropy of a confident model, so CW-PGD is a standard second opinion. Same
+    arguments as ``PGD``.
+
+    Example:
+
+    ```python
+    attack = keras_mwat.attacks.CWPGD(eps=0.3, step_size=0.01, num_steps=100, seed=0)
+    x_adv = attack(model, x, y)
+    ```
+    """
+
+    def perturb(self, model_fn, x, y, seed=None, loss_fn=None, return_kappa=False,
+                strength=None, init=None):
+        """Runs ``pgd`` on ``losses.cw_margin`` (or ``loss_fn``; see ``Attack.perturb``)."""
+        return super().perturb(
+            model_fn, x, y, seed=seed, loss_fn=loss_fn or losses.cw_margin,
+            return_kappa=return_kappa, strength=strength, init=init,
+        )
+
+
+@keras.saving.register_keras_serializable(package="keras_mwat")
+class APGD(Attack):
+    """Auto-PGD (Croce & Hein, ICML 2020): AutoAttack's APGD-CE and APGD-T.
+
+    A step-size-free PGD with momentum, checkpoints that halve the step size and restart
+    from the best point, and the DLR loss; see ``keras_mwat.attacks.apgd`` for the exact
+    schedule. ``APGD(loss="ce")`` is APGD-CE; ``APGD(loss="dlr", targeted=True,
+    num_target_classes=9)`` is APGD-T as in AutoAttack's "standard" version.
+
+    Args:
+        eps: Radius of the perturbation ball, >= 0.
+        norm: ``"linf"`` or ``"l2"``.
+        num_steps: Iterations per run (AutoAttack: 100).
+        num_restarts: Random restarts per target class (untargeted: in total).
+        loss: ``"ce"`` or ``"dlr"`` (untargeted DLR needs >= 3 classes, targeted >= 4).
+        targeted: Run APGD-T over the top ``num_target_classes`` runner-up classes.
+        num_target_classes: Number of target classes for APGD-T (capped at K - 1).
+        rho: Checkpoint threshold on the fraction of loss increases (0.75).
+        value_range: ``(low, high)`` box of valid inputs, or None.
+        seed: Non-negative int for reproducible random starts, or None.
+
+    Example:
+
+    ```python
+    apgd_ce = keras_mwat.attacks.APGD(eps=8 / 255, seed=0)
+    apgd_t = keras_mwat.attacks.APGD(eps=8 / 255, loss="dlr", targeted=True, seed=0)
+    x_adv = apgd_t(model, x_test, y_test, batch_size=500)
+    ```
+    """
+
+    def __init__(
+        self,
+        eps=8 / 255,
+        norm="linf",
+        num_steps=100,
+        num_restarts=1,
+        loss="ce",
+        targeted=False,
+        num_target_classes=9,
+        rho=0.75,
+        value_range=(0.0, 1.0),
+        seed=None,
+    ):
+        super().__init__(eps=eps, norm=norm, value_range=value_range, seed=seed)
+        self.num_steps = validation.check_int(num_steps, "num_steps", minimum=1)
+        self.num_restarts = validation.check_int(num_restarts, "num_restarts", minimum=1)
+        self.loss = validation.check_choice(loss, "loss", APGD_LOSSES)
+        self.targeted = _check_bool(targeted, "targeted")
+        self.num_target_classes = validation.check_int(
+            num_target_classes, "num_target_classes", minimum=1
+        )
+        self.rho = validation.check_positive(rho, "rho")
+        if self.rho > 1:
+            raise ValueError(f"`rho` must be in (0, 1], got rho={rho!r}.")
+
+    def perturb(self, model_fn, x, y, seed=None, loss_fn=None, return_kappa=False,
+                strength=None, init=None):
+        """Runs ``apgd`` with this attack's settings (see ``Attack.perturb``).
+
+        ``loss_fn`` replaces the attack's loss (untargeted only); ``return_kappa`` is not
+        supported; ``init`` is ignored (APGD has its own start).
+        """
+        if return_kappa:
+            raise ValueError("APGD does not count GAIRAT's kappa; use PGD for GAIRAT.")
+        if loss_fn is not None and self.targeted:
+            raise ValueError("A targeted APGD uses its own loss; `loss_fn` must be None.")
+        return apgd(
+            model_fn,
+            x,
+            y,
+            eps=self.eps if strength is None else self.eps * strength,
+            num_steps=self.num_steps,
+            norm=self.norm,
+            num_restarts=self.num_restarts,
+            loss=self.loss,
+            targeted=self.targeted,
+            num_target_classes=self.num_target_classes,
+            rho=self.rho,
+            value_range=self.value_range,
+            seed=self.seed_generator if seed is None else seed,
+            loss_fn=loss_fn,
+        )
+
+    def get_config(self) -> dict:
+        """Returns the constructor arguments."""
+        config = super().get_config()
+        config.update(
+            num_steps=self.num_steps,
+            num_restarts=self.num_restarts,
+            loss=self.loss,
+            targeted=self.targeted,
+            num_target_classes=self.num_target_classes,
+            rho=self.rho,
+        )
+        return config

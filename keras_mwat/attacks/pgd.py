@@ -18,7 +18,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-import keras
 import tensorflow as tf
 
 from keras_mwat import losses
@@ -35,25 +34,6 @@ def _class_indices(y) -> tf.Tensor:
     if y.shape.rank == 2 and y.shape[-1] is not None and y.shape[-1] > 1:
         y = tf.argmax(y, axis=-1)
     return tf.cast(tf.reshape(y, [-1]), tf.int64)
-
-
-def _per_sample(mask: tf.Tensor, rank: int) -> tf.Tensor:
-    """Reshapes a (n,) tensor to (n, 1, ..., 1) so it broadcasts against a batch."""
-    return tf.reshape(mask, [-1] + [1] * (rank - 1))
-
-
-def _restart_seed(seed, restart):
-    """The seed restart ``restart`` draws its start from.
-
-    A ``SeedGenerator`` (or None, Keras's global generator) is shared: restarts draw from
-    it one after the other. An int seed gives the stateless pair ``[seed, 0]`` with the
-    restart index folded in, so ``pgd`` stays deterministic for an int seed (also inside
-    ``tf.function``, where no generator variable can be created).
-    """
-    if seed is None or isinstance(seed, keras.random.SeedGenerator):
-        return seed
-    base = primitives._seed_source(seed)
-    return tf.random.experimental.stateless_fold_in(base, tf.cast(restart, tf.int32))
 
 
 def pgd(
@@ -118,7 +98,6 @@ def pgd(
         loss_fn = losses.cross_entropy
     x = tf.stop_gradient(tf.convert_to_tensor(x))
     labels = _class_indices(y)
-    rank = x.shape.rank
     eps_t = primitives._scalar(eps, x.dtype)
     step = primitives._scalar(step_size, x.dtype)
     num_steps = int(num_steps)
@@ -133,7 +112,7 @@ def pgd(
     def start(restart):
         if not random_start:
             return x
-        restart_seed = _restart_seed(seed, restart)
+        restart_seed = primitives.run_seed(seed, restart)
         if init == "normal":
             delta = primitives.normal_start(
                 tf.shape(x), NORMAL_START_SCALE, seed=restart_seed, dtype=x.dtype
@@ -177,7 +156,7 @@ def pgd(
             x_r, kappa_r = run(r)
             loss_r, _ = loss_and_logits(x_r)
             better = loss_r > best_loss
-            best_x = tf.where(_per_sample(better, rank), x_r, best_x)
+            best_x = primitives.select(better, x_r, best_x)
             best_kappa = tf.where(better, kappa_r, best_kappa)
             best_loss = tf.where(better, loss_r, best_loss)
             return r + 1, best_x, best_kappa, best_loss

@@ -220,3 +220,79 @@ def normal_start(shape, scale, seed=None, dtype=tf.float32) -> tf.Tensor:
     wide = _compute_dtype(dtype)
     noise = _draw("normal", shape, _seed_source(seed), 0, wide)
     return tf.cast(noise * _scalar(scale, wide), dtype)
+
+
+def boundary_start(shape, eps, norm: str, seed=None, dtype=tf.float32) -> tf.Tensor:
+    """Draws a random perturbation on the boundary of the ``norm`` ball (AutoAttack's start).
+
+    APGD (Croce & Hein, ICML 2020) starts from ``x + delta`` with ``delta`` of norm exactly
+    ``eps``: for ``"linf"`` a uniform draw in ``[-1, 1]`` rescaled so that its largest
+    coordinate has magnitude ``eps``; for ``"l2"`` a Gaussian direction of length ``eps``.
+
+    Args:
+        shape: Shape of the batch, ``(n, ...)``.
+        eps: Radius of the ball (a scalar).
+        norm: ``"linf"`` or ``"l2"``.
+        seed: As in ``random_start``.
+        dtype: Floating dtype of the result.
+
+    Returns:
+        A tensor of shape ``shape`` and dtype ``dtype``.
+
+    Example:
+
+    ```python
+    delta = boundary_start((4, 28, 28, 1), eps=0.3, norm="linf", seed=0)
+    # tf.reduce_max(tf.abs(delta), axis=[1, 2, 3]) == 0.3 for every sample
+    ```
+    """
+    seed = _seed_source(seed)
+    wide = _compute_dtype(dtype)
+    eps = _scalar(eps, wide)
+    if norm == "linf":
+        unit = 2.0 * _draw("uniform", shape, seed, 0, wide) - 1.0
+        axes = list(range(1, unit.shape.rank))
+        peak = tf.reduce_max(tf.abs(unit), axis=axes, keepdims=True)
+        return tf.cast(eps * unit / tf.maximum(peak, _TINY), dtype)
+    if norm == "l2":
+        direction = _draw("normal", shape, seed, 0, wide)
+        return tf.cast(eps * direction / tf.maximum(_per_sample_l2_norm(direction), _TINY), dtype)
+    raise ValueError(f"`norm` must be one of ['linf', 'l2'], got norm={norm!r}.")
+
+
+def run_seed(seed, index):
+    """The seed that run ``index`` of a multi-run attack (restart, target) draws from.
+
+    A ``SeedGenerator`` (or None, Keras's global generator) is shared: runs draw from it one
+    after the other. An int seed (or a stateless pair) gets the run index folded in, so an
+    attack stays deterministic for an int seed, also inside ``tf.function`` where no
+    generator variable can be created.
+
+    Example:
+
+    ```python
+    first, second = run_seed(0, 0), run_seed(0, 1)   # two different stateless pairs
+    ```
+    """
+    if seed is None or isinstance(seed, keras.random.SeedGenerator):
+        return seed
+    base = _seed_source(seed)
+    return tf.random.experimental.stateless_fold_in(base, tf.cast(index, tf.int32))
+
+
+def per_sample(mask, rank: int) -> tf.Tensor:
+    """Reshapes a (n,) tensor to (n, 1, ..., 1) so that it broadcasts against a batch."""
+    return tf.reshape(mask, [-1] + [1] * (rank - 1))
+
+
+def select(mask, new, old) -> tf.Tensor:
+    """Per sample, ``new`` where ``mask`` (shape (n,)) is True and ``old`` elsewhere.
+
+    Example:
+
+    ```python
+    select(tf.constant([True, False]), tf.ones((2, 3)), tf.zeros((2, 3)))  # rows 1, 0
+    ```
+    """
+    new = tf.convert_to_tensor(new)
+    return tf.where(per_sample(mask, new.shape.rank), new, old)
