@@ -15,6 +15,7 @@ from keras_mwat import (
     attacks,
     callbacks,
     data,
+    evaluation,
     losses,
     margins,
     tuning,
@@ -22,6 +23,7 @@ from keras_mwat import (
     weighting,
     zoo,
 )
+from keras_mwat.evaluation import GradientMaskingWarning, RobustnessReport, evaluate_robustness
 from keras_mwat.export import export_classifier
 from keras_mwat.methods import (
     METHODS,
@@ -43,11 +45,13 @@ __all__ = [
     "METHODS",
     "AdversarialTrainingModel",
     "GAIRATModel",
+    "GradientMaskingWarning",
     "MAILModel",
     "MARTModel",
     "MWATModel",
     "MWNModel",
     "PGDATModel",
+    "RobustnessReport",
     "TRADESModel",
     "WMMRModel",
     "WeightNetwork",
@@ -55,6 +59,8 @@ __all__ = [
     "export_classifier",
     "callbacks",
     "data",
+    "evaluate_robustness",
+    "evaluation",
     "losses",
     "margins",
     "tuning",

@@ -1,13 +1,19 @@
-"""Command line: ``keras-mwat train | compare | export | tune`` (also ``python -m keras_mwat``).
+"""Command line: ``keras-mwat train | evaluate | compare | export | tune`` (or ``python -m keras_mwat``).
 
 ``keras-mwat train`` with no argument trains MWAT on the embedded MNIST subset with a small
-CNN (L-inf, eps 0.3), shows Keras progress bars, prints clean accuracy and robust accuracy
-under PGD-20 with restarts on the test split, and writes a run directory
-``runs/<timestamp>/`` with the ``.keras`` model and ``metrics.json``.
+CNN (L-inf, eps 0.3), shows Keras progress bars, evaluates clean and robust accuracy on the
+test split with the ``"quick"`` attack suite (PGD-20 x 2 restarts, then APGD-CE, in
+cascade, with masking checks), and writes a run directory ``runs/<timestamp>/`` with the
+``.keras`` model, ``metrics.json`` and ``robustness.json``.
+
+``keras-mwat evaluate --model runs/.../model.keras --attacks standard`` evaluates a saved
+model (a training model or a bare classifier) with ``km.evaluate_robustness``, prints the
+report and writes its JSON.
 
 ``keras-mwat compare --methods mwat,pgd_at,trades`` trains each method on the same data,
 from the same initial weights, with the same attack, budget and seed, evaluates each with
-the same attacks, prints one table and writes it as JSON and Markdown to the run directory.
+the same attacks (``"standard"`` by default), prints one table and writes it as JSON and
+Markdown to the run directory.
 """
 
 from __future__ import annotations
@@ -41,17 +47,22 @@ _positive_int = _bounded(int, 1, strict=False)
 _nonnegative_int = _bounded(int, 0, strict=False)
 
 
-def _add_common_arguments(parser: argparse.ArgumentParser) -> None:
+def _add_common_arguments(parser: argparse.ArgumentParser, default_eval: str = "quick") -> None:
     parser.add_argument("--epochs", type=_positive_int, default=10)
     parser.add_argument("--batch-size", type=_positive_int, default=128)
     parser.add_argument("--eps", type=_nonnegative_float, default=0.3,
                         help="L-inf radius of the training and evaluation attacks")
     parser.add_argument("--train-steps", type=_positive_int, default=10,
                         help="PGD steps of the training attack")
+    parser.add_argument("--eval-attacks", choices=("quick", "standard", "pgd"),
+                        default=default_eval,
+                        help="final evaluation: 'quick' (PGD-20x2 + APGD-CE), 'standard' "
+                             "(APGD-CE, APGD-T, CW-PGD, Square) or 'pgd' (PGD only, with "
+                             "--eval-steps and --eval-restarts; for tiny runs)")
     parser.add_argument("--eval-steps", type=_positive_int, default=20,
-                        help="PGD steps of the final evaluation attack")
+                        help="PGD steps of the 'pgd' evaluation")
     parser.add_argument("--eval-restarts", type=_positive_int, default=2,
-                        help="random restarts of the final evaluation attack")
+                        help="random restarts of the 'pgd' evaluation")
     parser.add_argument("--optimizer", choices=("adam", "sgd"), default="adam",
                         help="classifier optimizer (sgd: momentum 0.9)")
     parser.add_argument("--lr", type=_positive_float, default=1e-3,
@@ -105,7 +116,28 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--methods", type=_method_list, default=_method_list(DEFAULT_COMPARE),
                          help=f"comma-separated methods (default {DEFAULT_COMPARE}; "
                               f"all: {','.join(sorted(METHODS))})")
-    _add_common_arguments(compare)
+    _add_common_arguments(compare, default_eval="standard")
+    evaluate = commands.add_parser(
+        "evaluate", help="evaluate a saved model's robustness (attacks in cascade, report)")
+    evaluate.add_argument("--model", type=Path, required=True,
+                          help="a .keras file (a keras-mwat training model or a classifier)")
+    evaluate.add_argument("--attacks", choices=("quick", "standard"), default="standard")
+    evaluate.add_argument("--eps", type=_nonnegative_float, default=None,
+                          help="radius (default: that of the model's training attack)")
+    evaluate.add_argument("--norm", choices=("linf", "l2"), default=None,
+                          help="norm (default: that of the model's training attack, or linf)")
+    evaluate.add_argument("--n", type=_positive_int, default=None,
+                          help="evaluate the first N test points (default: all)")
+    evaluate.add_argument("--batch-size", type=_positive_int, default=256)
+    evaluate.add_argument("--dataset", default="embedded",
+                          help="'embedded' or 'tfds:NAME' (prepared in --data-dir)")
+    evaluate.add_argument("--data-dir", default=None)
+    evaluate.add_argument("--no-checks", action="store_true",
+                          help="skip the gradient-masking checks")
+    evaluate.add_argument("--output", type=Path, default=None,
+                          help="report JSON (default: <model>.robustness.json beside it)")
+    evaluate.add_argument("--seed", type=int, default=0)
+    evaluate.add_argument("--verbose", type=int, choices=(0, 1), default=1)
     export = commands.add_parser(
         "export", help="export a trained model's classifier as a SavedModel for TF Serving")
     export.add_argument("--model", type=Path, required=True, help="a .keras file")
@@ -132,30 +164,27 @@ def _quiet_tensorflow() -> None:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
-def attack_accuracies(classifier, x, y, attacks: dict, batch_size: int = 256) -> dict:
-    """Clean accuracy, accuracy under each attack, and the per-sample worst case over them.
+def _evaluation_attacks(args, eps: float, value_range):
+    """The ``attacks`` argument of ``evaluate_robustness`` for ``--eval-attacks``."""
+    import keras_mwat as km
 
-    Args:
-        classifier: A logits model.
-        x, y: Test inputs and integer labels.
-        attacks: ``{name: attack}``.
+    if args.eval_attacks != "pgd":
+        return args.eval_attacks
+    return [km.attacks.PGD(eps=eps, step_size=max(2.5 * eps / args.eval_steps, 1e-6),
+                           num_steps=args.eval_steps, num_restarts=args.eval_restarts,
+                           value_range=value_range, seed=args.seed)]
 
-    Returns:
-        ``{"clean": ..., name: ..., "worst_case": ...}``, fractions in [0, 1].
-    """
-    import numpy as np
 
-    def correct(inputs):
-        return classifier.predict(inputs, batch_size=batch_size, verbose=0).argmax(1) == y
+def _robustness(classifier, data, args, eps: float, norm: str = "linf", attacks=None,
+                n=None, checks: bool = True, verbose: int = 0):
+    """``km.evaluate_robustness`` of ``classifier`` on the test split of ``data``."""
+    import keras_mwat as km
 
-    results = {"clean": float(correct(x).mean())}
-    worst = correct(x)
-    for name, attack in attacks.items():
-        robust = correct(np.asarray(attack(classifier, x, y, batch_size=batch_size)))
-        results[name] = float(robust.mean())
-        worst &= robust
-    results["worst_case"] = float(worst.mean())
-    return results
+    return km.evaluate_robustness(
+        classifier, (data.x_test, data.y_test), eps=eps, norm=norm,
+        attacks=_evaluation_attacks(args, eps, data.value_range) if attacks is None else attacks,
+        n=n, batch_size=getattr(args, "eval_batch_size", 256), seed=args.seed,
+        value_range=data.value_range, checks=checks, verbose=verbose)
 
 
 class TFDSSplits:
@@ -207,28 +236,25 @@ def _load_data(args):
     if args.dataset != "embedded":
         raise SystemExit(f"keras-mwat: --dataset must be 'embedded' or 'tfds:NAME', got "
                          f"{args.dataset!r}")
-    data = km.data.load_embedded(seed=args.seed)
+    # One fixed split for every run: --seed changes the initial weights, the data order and
+    # the attacks, never which digits are test digits (a model trained with any seed can be
+    # evaluated on the same, unseen test split).
+    data = km.data.load_embedded(seed=0)
     if args.subset or args.test_subset:
         data = data.subset(train=args.subset, validation=args.subset and max(args.subset // 4, 32),
-                           test=args.test_subset, seed=args.seed)
+                           test=args.test_subset, seed=0)
     return data
 
 
 def _prepare(args):
-    """(data, training attack, evaluation attacks) for a command's arguments."""
+    """(data, training attack) for a command's arguments."""
     import keras_mwat as km
 
     data = _load_data(args)
     eps = args.eps
     train_attack = km.attacks.PGD(eps=eps, step_size=max(2.5 * eps / args.train_steps, 1e-6),
                                   num_steps=args.train_steps, value_range=data.value_range)
-    eval_attacks = {
-        f"pgd{args.eval_steps}x{args.eval_restarts}": km.attacks.PGD(
-            eps=eps, step_size=max(2.5 * eps / args.eval_steps, 1e-6),
-            num_steps=args.eval_steps, num_restarts=args.eval_restarts,
-            value_range=data.value_range, seed=args.seed),
-    }
-    return data, train_attack, eval_attacks
+    return data, train_attack
 
 
 def _new_run_dir(parent: Path) -> Path:
@@ -269,7 +295,7 @@ def _fit(method: str, args, data, train_attack, directory: Path):
     return model, seconds, history.history
 
 
-def _settings(args, train_attack, eval_attacks) -> dict:
+def _settings(args, train_attack) -> dict:
     import keras
 
     return {
@@ -279,37 +305,44 @@ def _settings(args, train_attack, eval_attacks) -> dict:
         "optimizer": {"name": args.optimizer, "learning_rate": args.lr},
         "eps_warmup_epochs": args.eps_warmup_epochs,
         "train_attack": keras.saving.serialize_keras_object(train_attack)["config"],
-        "eval_attacks": {name: keras.saving.serialize_keras_object(attack)["config"]
-                         for name, attack in eval_attacks.items()},
+        "eval_attacks": args.eval_attacks,
     }
+
+
+def _attack_summary(report) -> str:
+    return ", ".join(entry["name"] for entry in report.attacks) + " in cascade"
 
 
 def train(args: argparse.Namespace) -> dict:
     """Runs ``keras-mwat train``; returns the metrics written to ``metrics.json``."""
-    data, train_attack, eval_attacks = _prepare(args)
+    data, train_attack = _prepare(args)
     run_dir = _new_run_dir(args.out)
     print(f"Training {args.method} on {args.dataset} ({len(data.y_train)} train, "
           f"{len(data.y_test)} test), eps={args.eps:g} L-inf, seed={args.seed}; "
           f"run dir {run_dir}")
     model, seconds, history = _fit(args.method, args, data, train_attack, run_dir)
-    results = attack_accuracies(model.classifier, data.x_test, data.y_test, eval_attacks)
-    (attack_name,) = eval_attacks
+    print("\nEvaluating on the test split ...")
+    report = _robustness(model.classifier, data, args, eps=args.eps)
+    report.save(run_dir / "robustness.json")
     metrics = {
         "method": args.method,
         "train_samples": int(len(data.y_train)),
         "test_samples": int(len(data.y_test)),
         "train_seconds": round(seconds, 1),
-        "clean_accuracy": results["clean"],
-        "robust_accuracy": results["worst_case"],
-        **_settings(args, train_attack, eval_attacks),
+        "clean_accuracy": report.clean_accuracy,
+        "robust_accuracy": report.robust_accuracy,
+        "per_attack": report.per_attack,
+        **_settings(args, train_attack),
+        "robustness": report.to_dict(),
         "history": {key: [float(v) for v in values] for key, values in history.items()},
     }
-    metrics["eval_attack"] = metrics["eval_attacks"][attack_name]
     (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
-    print(f"\nclean accuracy:  {results['clean']:.4f}  ({len(data.y_test)} test samples)")
-    print(f"robust accuracy: {results['worst_case']:.4f}  (PGD-{args.eval_steps} x "
-          f"{args.eval_restarts} restarts, L-inf eps={args.eps:g})")
-    print(f"wrote {run_dir / 'model.keras'} and {run_dir / 'metrics.json'}")
+    print(f"\n{report}")
+    print(f"\nclean accuracy:  {report.clean_accuracy:.4f}  ({report.n} test samples)")
+    print(f"robust accuracy: {report.robust_accuracy:.4f}  ({_attack_summary(report)}, "
+          f"L-inf eps={args.eps:g})")
+    print(f"wrote {run_dir / 'model.keras'}, {run_dir / 'metrics.json'} and "
+          f"{run_dir / 'robustness.json'}")
     return metrics
 
 
@@ -325,7 +358,7 @@ def _markdown_table(rows: list[dict], columns: list[str]) -> str:
 
 def compare(args: argparse.Namespace) -> dict:
     """Runs ``keras-mwat compare``; returns what it writes to ``compare.json``."""
-    data, train_attack, eval_attacks = _prepare(args)
+    data, train_attack = _prepare(args)
     run_dir = _new_run_dir(args.out)
     print(f"Comparing {', '.join(args.methods)} on {args.dataset} "
           f"({len(data.y_train)} train, {len(data.y_test)} test), eps={args.eps:g} L-inf, "
@@ -336,19 +369,30 @@ def compare(args: argparse.Namespace) -> dict:
         directory.mkdir()
         print(f"\n== {method}")
         model, seconds, _ = _fit(method, args, data, train_attack, directory)
-        results = attack_accuracies(model.classifier, data.x_test, data.y_test, eval_attacks)
-        rows.append({"method": method, **results, "train_seconds": round(seconds, 1)})
-    columns = ["method", "clean", *eval_attacks, "worst_case", "train_seconds"]
+        robustness = _robustness(model.classifier, data, args, eps=args.eps,
+                                 verbose=min(args.verbose, 1))
+        robustness.save(directory / "robustness.json")
+        rows.append({"method": method, "clean": robustness.clean_accuracy,
+                     **robustness.per_attack, "worst_case": robustness.robust_accuracy,
+                     "train_seconds": round(seconds, 1),
+                     "eval_seconds": round(robustness.duration_seconds, 1),
+                     "masking_warnings": len(robustness.warnings),
+                     "robustness": robustness.to_dict()})
+    attack_columns = list(rows[0]["robustness"]["attacks"] and
+                          [entry["name"] for entry in rows[0]["robustness"]["attacks"]])
+    columns = ["method", "clean", *attack_columns, "worst_case", "train_seconds",
+               "masking_warnings"]
     table = _markdown_table(rows, columns)
     report = {"rows": rows, "test_samples": int(len(data.y_test)),
               "train_samples": int(len(data.y_train)),
-              **_settings(args, train_attack, eval_attacks)}
+              **_settings(args, train_attack)}
     (run_dir / "compare.json").write_text(json.dumps(report, indent=2))
+    settings = "; ".join(f"{entry['name']} {json.dumps(entry['config'])}"
+                         for entry in rows[0]["robustness"]["attacks"])
     (run_dir / "compare.md").write_text(
         f"# keras-mwat compare\n\n{table}\n\nAccuracies on {len(data.y_test)} test points; "
-        f"L-inf eps={args.eps:g}; evaluation attacks: "
-        + ", ".join(f"{name} {json.dumps(config)}" for name, config in
-                    report["eval_attacks"].items()) + "\n")
+        f"L-inf eps={args.eps:g}; attack columns give the worst-case robust accuracy after "
+        f"each attack of the cascade. Attacks: {settings}\n")
     print("\n" + table)
     print(f"\nwrote {run_dir / 'compare.json'} and {run_dir / 'compare.md'}")
     return report
@@ -368,12 +412,43 @@ def export(args: argparse.Namespace) -> str:
     return path
 
 
+def evaluate(args: argparse.Namespace):
+    """Runs ``keras-mwat evaluate``: loads a ``.keras`` model, prints and writes the report."""
+    import keras
+
+    import keras_mwat as km
+
+    if not args.model.exists():
+        raise SystemExit(f"keras-mwat: --model {args.model} does not exist")
+    model = keras.models.load_model(args.model)
+    attack = getattr(model, "attack", None)
+    eps = args.eps if args.eps is not None else getattr(attack, "eps", None)
+    if eps is None:
+        raise SystemExit("keras-mwat: --eps is required for a model without a training attack")
+    norm = args.norm or getattr(attack, "norm", "linf")
+    args.subset = None
+    args.test_subset = args.n if args.dataset.startswith("tfds:") else None
+    data = _load_data(args)
+    output = args.output or args.model.with_suffix(".robustness.json")
+    print(f"Evaluating {args.model} on {args.dataset} test ({args.n or len(data.y_test)} "
+          f"points), {norm} eps={eps:g}, attacks={args.attacks}, seed={args.seed}")
+    report = km.evaluate_robustness(
+        model, (data.x_test, data.y_test), eps=eps, norm=norm, attacks=args.attacks, n=args.n,
+        batch_size=args.batch_size, seed=args.seed, value_range=data.value_range,
+        checks=not args.no_checks, verbose=args.verbose)
+    if not args.verbose:
+        print(report)
+    report.save(output)
+    print(f"wrote {output}")
+    return report
+
+
 def tune(args: argparse.Namespace):
     """Runs ``keras-mwat tune`` on the embedded data; prints the best trial."""
     import keras_mwat as km
     from keras_mwat import tuning
 
-    data = km.data.load_embedded(seed=args.seed)
+    data = km.data.load_embedded(seed=0)
     if args.subset:
         data = data.subset(train=args.subset, validation=max(args.subset // 4, 32),
                            seed=args.seed)
@@ -393,7 +468,9 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``keras-mwat`` command."""
     _quiet_tensorflow()
     args = build_parser().parse_args(argv)
-    {"train": train, "compare": compare, "export": export, "tune": tune}[args.command](args)
+    commands = {"train": train, "evaluate": evaluate, "compare": compare, "export": export,
+                "tune": tune}
+    commands[args.command](args)
     return 0
 
 

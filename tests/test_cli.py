@@ -5,25 +5,32 @@ import json
 import keras
 import numpy as np
 
+import keras_mwat as km
 from keras_mwat.cli import build_parser, main
 
 
 def test_train_end_to_end_writes_a_run_directory(tmp_path, capsys):
     code = main(["train", "--epochs", "1", "--subset", "128", "--test-subset", "64",
-                 "--train-steps", "2", "--eval-steps", "3", "--eval-restarts", "2",
-                 "--seed", "3", "--out", str(tmp_path), "--verbose", "0"])
+                 "--train-steps", "2", "--seed", "3", "--out", str(tmp_path),
+                 "--verbose", "0"])
     assert code == 0
     runs = list(tmp_path.iterdir())
     assert len(runs) == 1
     metrics = json.loads((runs[0] / "metrics.json").read_text())
     assert metrics["seed"] == 3 and metrics["method"] == "mwat"
-    assert metrics["eval_attack"]["num_steps"] == 3
-    assert metrics["eval_attack"]["num_restarts"] == 2
-    assert metrics["eval_attack"]["eps"] == 0.3
+    # The default evaluation is the "quick" cascade, stored with its settings.
+    assert metrics["eval_attacks"] == "quick"
+    assert list(metrics["per_attack"]) == ["PGD-20x2", "APGD-CE"]
+    attacks = metrics["robustness"]["attacks"]
+    assert attacks[0]["config"]["num_steps"] == 20 and attacks[0]["config"]["num_restarts"] == 2
+    assert all(entry["config"]["eps"] == 0.3 for entry in attacks)
     assert 0.0 <= metrics["robust_accuracy"] <= metrics["clean_accuracy"] <= 1.0
-    assert metrics["test_samples"] == 64
+    assert metrics["robust_accuracy"] == metrics["per_attack"]["APGD-CE"]
+    assert metrics["test_samples"] == 64 and metrics["robustness"]["n"] == 64
+    saved = km.RobustnessReport.load(runs[0] / "robustness.json")
+    assert saved.robust_accuracy == metrics["robust_accuracy"]
     out = capsys.readouterr().out
-    assert "clean accuracy" in out and "robust accuracy" in out
+    assert "clean accuracy" in out and "robust accuracy" in out and "APGD-CE" in out
     model = keras.models.load_model(runs[0] / "model.keras")
     x = np.zeros((2, 28, 28, 1), "float32")
     assert model.predict(x, verbose=0).shape == (2, 10)
@@ -38,6 +45,15 @@ def test_train_end_to_end_writes_a_run_directory(tmp_path, capsys):
     np.testing.assert_allclose(outputs["logits"].numpy(), model.predict(x, verbose=0),
                                atol=1e-5)
 
+    # keras-mwat evaluate on the saved model: eps and norm from its training attack.
+    assert main(["evaluate", "--model", str(runs[0] / "model.keras"), "--attacks", "quick",
+                 "--n", "40", "--no-checks", "--verbose", "0",
+                 "--output", str(tmp_path / "report.json")]) == 0
+    report = km.RobustnessReport.load(tmp_path / "report.json")
+    assert report.n == 40 and report.eps == 0.3 and report.norm == "linf"
+    assert [entry["name"] for entry in report.attacks] == ["PGD-20x2", "APGD-CE"]
+    assert "worst case" in capsys.readouterr().out
+
 
 def test_parser_rejects_negative_eps():
     import pytest
@@ -49,19 +65,20 @@ def test_parser_rejects_negative_eps():
 def test_compare_trains_each_method_on_equal_footing(tmp_path, capsys):
     code = main(["compare", "--methods", "pgd_at,trades,gairat", "--epochs", "1",
                  "--subset", "96", "--test-subset", "48", "--train-steps", "2",
-                 "--eval-steps", "3", "--eval-restarts", "1", "--seed", "1",
-                 "--out", str(tmp_path), "--verbose", "0"])
+                 "--eval-attacks", "pgd", "--eval-steps", "3", "--eval-restarts", "1",
+                 "--seed", "1", "--out", str(tmp_path), "--verbose", "0"])
     assert code == 0
     (run,) = list(tmp_path.iterdir())
     report = json.loads((run / "compare.json").read_text())
     assert [row["method"] for row in report["rows"]] == ["pgd_at", "trades", "gairat"]
     for row in report["rows"]:
-        assert 0.0 <= row["worst_case"] <= row["pgd3x1"] <= 1.0
+        assert 0.0 <= row["worst_case"] <= row["PGD-3"] <= row["clean"] <= 1.0
         assert row["train_seconds"] > 0
-    assert report["eval_attacks"]["pgd3x1"]["num_steps"] == 3
+        (entry,) = row["robustness"]["attacks"]
+        assert entry["config"]["num_steps"] == 3 and entry["config"]["num_restarts"] == 1
     assert report["seed"] == 1 and report["test_samples"] == 48
     table = (run / "compare.md").read_text()
-    assert "| method | clean | pgd3x1 | worst_case | train_seconds |" in table
+    assert "| method | clean | PGD-3 | worst_case | train_seconds | masking_warnings |" in table
     assert "| trades |" in capsys.readouterr().out
     for method in ("pgd_at", "trades", "gairat"):
         assert (run / method / "model.keras").exists()
@@ -99,7 +116,8 @@ def test_train_on_a_prepared_tfds_dataset(tmp_path):
             "test": tf.data.Dataset.from_tensor_slices({"image": x[60:], "label": y[60:]})})
     metrics_ = main(["train", "--dataset", "tfds:tiny_rgb", "--data-dir", str(tmp_path / "tfds"),
                      "--epochs", "1", "--batch-size", "16", "--train-steps", "1",
-                     "--eval-steps", "2", "--eval-restarts", "1", "--eps-warmup-epochs", "0",
+                     "--eval-attacks", "pgd", "--eval-steps", "2", "--eval-restarts", "1",
+                     "--eps-warmup-epochs", "0",
                      "--out", str(tmp_path / "runs"), "--verbose", "0"])
     assert metrics_ == 0
     (run,) = list((tmp_path / "runs").iterdir())

@@ -94,7 +94,7 @@ def _apgd_run(model_fn, objective, x, labels, target, start, *, eps, num_steps, 
             logits = tf.cast(model_fn(x_adv), tf.float32)
             loss = tf.cast(objective(labels, logits, target), tf.float32)
             total = tf.reduce_sum(loss)
-        grad = tape.gradient(total, x_adv)
+        grad = tape.gradient(total, x_adv, unconnected_gradients=tf.UnconnectedGradients.ZERO)
         correct = tf.equal(tf.argmax(logits, axis=-1), labels)
         return loss, grad, correct
 

@@ -131,7 +131,7 @@ def pgd(
                 tape.watch(x_adv)
                 loss, logits = loss_and_logits(x_adv)
                 total = tf.reduce_sum(loss)
-            grad = tape.gradient(total, x_adv)
+            grad = tape.gradient(total, x_adv, unconnected_gradients=tf.UnconnectedGradients.ZERO)
             correct = tf.equal(tf.argmax(logits, axis=-1), labels)
             kappa = kappa + tf.cast(correct, tf.int32)
             moved = x_adv + step * primitives.ascent_direction(grad, norm)
