@@ -20,17 +20,41 @@ train: $(STAMP)
 	$(BIN)/keras-mwat train
 
 test: $(STAMP)
-	$(BIN)/ruff check keras_mwat tests bench
+	$(BIN)/ruff check keras_mwat tests bench examples notebooks
 	$(BIN)/python -m pytest -q
 
 test-slow: $(STAMP)
 	$(BIN)/python -m pytest -q -m slow
 
 lint: $(STAMP)
-	$(BIN)/ruff check keras_mwat tests bench
+	$(BIN)/ruff check keras_mwat tests bench examples notebooks
 
 bench: $(STAMP)
 	$(BIN)/python bench/step_overhead.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache
+
+.PHONY: docs docs-serve examples
+
+# The documentation site (mkdocs + mkdocstrings), built into site/; fails on any warning.
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir site
+
+docs-serve: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs serve
+
+# Every example and the tutorial notebook with their tiny settings (a few minutes on 2 cores).
+EXAMPLES_DIR := runs/examples
+examples: $(STAMP)
+	$(BIN)/ruff check examples notebooks
+	mkdir -p $(EXAMPLES_DIR)
+	$(BIN)/python examples/train_embedded.py --tiny --save $(EXAMPLES_DIR)/mwat.keras
+	$(BIN)/python examples/evaluate_saved_model.py --tiny --model $(EXAMPLES_DIR)/mwat.keras --json $(EXAMPLES_DIR)/robustness.json
+	$(BIN)/python examples/export_for_serving.py --tiny --model $(EXAMPLES_DIR)/mwat.keras --out $(EXAMPLES_DIR)/clf --overwrite
+	rm -rf $(EXAMPLES_DIR)/tfds
+	$(BIN)/python examples/make_tiny_tfds.py $(EXAMPLES_DIR)/tfds
+	$(BIN)/python examples/train_tfds.py --tiny --dataset tiny_cifar --data-dir $(EXAMPLES_DIR)/tfds
+	$(BIN)/python examples/compare_methods.py --tiny
+	$(BIN)/python examples/tune.py --tiny --directory $(EXAMPLES_DIR)/tuning
+	cd $(EXAMPLES_DIR) && MPLBACKEND=Agg ../../$(BIN)/python ../../notebooks/tutorial.py

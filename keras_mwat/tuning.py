@@ -1,24 +1,22 @@
 """Keras Tuner support: a search space over MWAT's hyperparameters.
 
-``MWATHyperModel`` builds a compiled :class:`keras_mwat.MWATModel` around a reference
-classifier from :mod:`keras_mwat.zoo` (``small_cnn`` for images, ``mlp`` otherwise). The
+``MWATHyperModel`` builds a compiled ``keras_mwat.MWATModel`` around a reference
+classifier from ``keras_mwat.zoo`` (``small_cnn`` for images, ``mlp`` otherwise). The
 threat model (``eps``, ``norm``, attack steps, ``value_range``) is fixed by the caller; the
 search covers the method's eps-independent hyperparameters:
 
-==========================  ==============================================================
-name                        values
-==========================  ==============================================================
-``learning_rate``           classifier Adam learning rate, log-uniform in [1e-4, 3e-3]
-``separate_inner_lr``       False: the virtual step uses the optimizer's learning rate
-``inner_lr``                log-uniform in [1e-3, 1e-1]; active if ``separate_inner_lr``
-``weight_net_units``        hidden units of the weight network: 32, 100 or 200
-``meta_learning_rate``      weight-network Adam learning rate, log-uniform in [1e-4, 1e-2]
-``meta_objective``          "adversarial", "clean" or "both"
-``reweight_start_epoch``    0, 1 or 2 (uniform weights before it)
-==========================  ==============================================================
+| name | values |
+|---|---|
+| ``learning_rate`` | classifier Adam learning rate, log-uniform in [1e-4, 3e-3] |
+| ``separate_inner_lr`` | False: the virtual step uses the optimizer's learning rate |
+| ``inner_lr`` | log-uniform in [1e-3, 1e-1]; active if ``separate_inner_lr`` |
+| ``weight_net_units`` | hidden units of the weight network: 32, 100 or 200 |
+| ``meta_learning_rate`` | weight-network Adam learning rate, log-uniform in [1e-4, 1e-2] |
+| ``meta_objective`` | "adversarial", "clean" or "both" |
+| ``reweight_start_epoch`` | 0, 1 or 2 (uniform weights before it) |
 
 Trials are ranked by ``val_robust_accuracy`` (robust accuracy on the validation data under
-the model's own PGD attack), to be maximised: see :func:`objective`.
+the model's own PGD attack), to be maximised: see ``objective``.
 
 Example:
 ```python
@@ -96,7 +94,7 @@ class MWATHyperModel(keras_tuner.HyperModel):
     ``build(hp)`` seeds Python, NumPy and TensorFlow with ``seed`` (so two builds with the
     same hyperparameter values start from identical weights), builds ``zoo.small_cnn`` for
     image inputs (rank 3, height and width >= 8) or ``zoo.mlp`` otherwise, wraps it in an
-    eagerly built :class:`keras_mwat.MWATModel` with an ``eps``-PGD attack and compiles it
+    eagerly built ``keras_mwat.MWATModel`` with an ``eps``-PGD attack and compiles it
     with Adam. The module docstring lists the hyperparameters and their ranges.
 
     Args:
@@ -196,7 +194,7 @@ class MWATHyperModel(keras_tuner.HyperModel):
                 module docstring are registered in it on first use.
 
         Returns:
-            A compiled, built :class:`keras_mwat.MWATModel`.
+            A compiled, built ``keras_mwat.MWATModel``.
 
         Example:
         ```python
@@ -288,7 +286,7 @@ def tune(
 
     Args:
         data: An object with ``x_train``, ``y_train``, ``x_val`` and ``y_val`` arrays, such
-            as :func:`keras_mwat.data.load_embedded`'s result. ``input_shape``,
+            as ``keras_mwat.data.load_embedded``'s result. ``input_shape``,
             ``num_classes`` and ``value_range`` attributes are used when present (else
             inferred from the arrays, with range ``(0, 1)``).
         max_trials: Number of hyperparameter combinations to try (>= 1).
@@ -301,8 +299,8 @@ def tune(
         overwrite: Start afresh instead of resuming a search in the same project.
         eps: Attack radius (ignored when ``hypermodel`` is given).
         attack_steps: PGD steps (ignored when ``hypermodel`` is given).
-        classifier_width: See :class:`MWATHyperModel` (ignored when ``hypermodel`` is given).
-        hypermodel: A custom :class:`MWATHyperModel`; None builds one from ``data``.
+        classifier_width: See ``MWATHyperModel`` (ignored when ``hypermodel`` is given).
+        hypermodel: A custom ``MWATHyperModel``; None builds one from ``data``.
         verbose: Verbosity of ``tuner.search``.
         **search_kwargs: Extra arguments of ``tuner.search`` (e.g. ``callbacks``).
 

@@ -103,7 +103,7 @@ class EmbeddedData:
     """Stratified train / validation / test splits of the embedded MNIST sample.
 
     Images are float32 in ``[0, 1]`` with shape (n, 28, 28, 1); labels are int64 class
-    indices of shape (n,). Create it with :func:`load_embedded`.
+    indices of shape (n,). Create it with ``load_embedded``.
 
     Attributes:
         x_train: Training images.
@@ -229,7 +229,7 @@ class EmbeddedData:
             seed: Seed of the draw.
 
         Returns:
-            A new :class:`EmbeddedData`.
+            A new ``EmbeddedData``.
 
         Example:
             >>> tiny = load_embedded().subset(train=100, validation=20, test=20)
@@ -291,7 +291,7 @@ def load_embedded(validation_size: int = 500, test_size: int = 1000, seed: int =
         seed: Seed of the shuffle and split (>= 0). The same seed gives identical arrays.
 
     Returns:
-        An :class:`EmbeddedData`.
+        An ``EmbeddedData``.
 
     Raises:
         TypeError: If an argument is not an integer.

@@ -1,14 +1,14 @@
 """TensorFlow Datasets (TFDS) image classification data as ``(x, y)`` batches.
 
-:func:`load_tfds` turns a prepared TFDS dataset into what :class:`keras_mwat.MWATModel` and
+``load_tfds`` turns a prepared TFDS dataset into what ``keras_mwat.MWATModel`` and
 the attacks expect: float32 images in a declared ``value_range`` and int64 labels of shape
-(batch,). :func:`dataset_info` reports what a classifier needs (number of classes, input
+(batch,). ``dataset_info`` reports what a classifier needs (number of classes, input
 shape, split sizes).
 
 Nothing is downloaded unless ``download=True`` is passed: without it, a dataset that is not
 prepared under ``data_dir`` raises ``FileNotFoundError`` at once (a plain ``tfds.load``
 instead tries the network, which hangs for minutes offline). ``tensorflow_datasets`` is
-imported on first use, so importing :mod:`keras_mwat` stays fast.
+imported on first use, so importing ``keras_mwat`` stays fast.
 """
 
 from __future__ import annotations
@@ -260,7 +260,7 @@ def load_tfds(
     Images are cast to float32 and mapped linearly to ``value_range``: integer images from
     ``[0, 255]`` (``[0, 65535]`` for uint16), floating-point images from ``[0, 1]``. With the
     default ``(0.0, 1.0)``, a uint8 pixel ``p`` becomes ``p / 255``, as in
-    :func:`keras_mwat.data.load_embedded`. Labels are int64 class indices of shape (batch,).
+    ``keras_mwat.data.load_embedded``. Labels are int64 class indices of shape (batch,).
     The image and label are the dataset's supervised keys or, for datasets stored without
     them (``store_as_tfds_dataset``), its only ``Image`` and ``ClassLabel`` features.
 
