@@ -21,6 +21,7 @@ import keras
 
 from keras_mwat.attacks.apgd import apgd
 from keras_mwat.attacks.base import APGD, CWPGD, FGSM, PGD, Attack
+from keras_mwat.attacks.cleverhans import CleverhansAttack
 from keras_mwat.attacks.pgd import pgd
 from keras_mwat.attacks.primitives import (
     ascent_direction,
@@ -30,6 +31,7 @@ from keras_mwat.attacks.primitives import (
     project,
     random_start,
 )
+from keras_mwat.attacks.square import Square, square
 
 __all__ = [
     "APGD",
@@ -37,6 +39,8 @@ __all__ = [
     "FGSM",
     "PGD",
     "Attack",
+    "CleverhansAttack",
+    "Square",
     "apgd",
     "ascent_direction",
     "boundary_start",
@@ -46,6 +50,7 @@ __all__ = [
     "pgd",
     "project",
     "random_start",
+    "square",
 ]
 
 

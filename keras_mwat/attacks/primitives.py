@@ -296,3 +296,32 @@ def select(mask, new, old) -> tf.Tensor:
     """
     new = tf.convert_to_tensor(new)
     return tf.where(per_sample(mask, new.shape.rank), new, old)
+
+
+def stateless_seed(seed=None) -> tf.Tensor:
+    """Turns any seed source into one stateless seed pair, for loops of stateless draws.
+
+    Attacks whose randomness lives inside a ``tf.while_loop`` (a fresh draw per iteration)
+    derive every draw from one pair with ``tf.random.experimental.stateless_fold_in``, so
+    they need no generator state inside the loop and are reproducible for a fixed seed.
+
+    Args:
+        seed: As in ``random_start``: a ``keras.random.SeedGenerator`` (advanced once per
+            call, so successive calls give different pairs), None (Keras's global
+            generator, advanced once), an int (the pair ``[seed, 0]``, every call) or a
+            stateless int seed pair of shape (2,) (returned as int32).
+
+    Returns:
+        An int32 tensor of shape (2,).
+
+    Example:
+
+    ```python
+    pair = stateless_seed(keras.random.SeedGenerator(0))
+    noise = tf.random.stateless_uniform((4, 3), seed=pair)
+    ```
+    """
+    seed = _seed_source(seed)
+    if seed is None or isinstance(seed, keras.random.SeedGenerator):
+        return keras.random.randint((2,), 0, 0x7FFFFFFF, dtype="int32", seed=seed)
+    return tf.cast(seed, tf.int32)
