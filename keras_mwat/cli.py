@@ -97,6 +97,16 @@ def _method_list(text: str) -> list[str]:
     return names
 
 
+def _seed_list(text: str) -> list[int]:
+    try:
+        seeds = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"seeds must be integers, got {text!r}") from None
+    if not seeds or min(seeds) < 0:
+        raise argparse.ArgumentTypeError(f"seeds must be integers >= 0, got {text!r}")
+    return seeds
+
+
 def build_parser() -> argparse.ArgumentParser:
     from keras_mwat.methods import METHODS
 
@@ -117,6 +127,12 @@ def build_parser() -> argparse.ArgumentParser:
                          help=f"comma-separated methods (default {DEFAULT_COMPARE}; "
                               f"all: {','.join(sorted(METHODS))})")
     _add_common_arguments(compare, default_eval="standard")
+    compare.add_argument("--seeds", type=_seed_list, default=None,
+                         help="comma-separated seeds (overrides --seed), e.g. 0,1,2")
+    compare.add_argument("--best-eval", choices=("none", "quick", "standard"), default="quick",
+                         help="also evaluate the best-validation checkpoint with this suite")
+    compare.add_argument("--resume", type=Path, default=None,
+                         help="run directory of an unfinished comparison to continue")
     evaluate = commands.add_parser(
         "evaluate", help="evaluate a saved model's robustness (attacks in cascade, report)")
     evaluate.add_argument("--model", type=Path, required=True,
@@ -267,7 +283,7 @@ def _new_run_dir(parent: Path) -> Path:
     return run_dir
 
 
-def _fit(method: str, args, data, train_attack, directory: Path):
+def _fit(method: str, args, data, train_attack, directory: Path, extra_callbacks=()):
     """Trains ``method`` from the seed's initial weights; returns (model, seconds, history)."""
     import keras
 
@@ -281,7 +297,7 @@ def _fit(method: str, args, data, train_attack, directory: Path):
     else:
         optimizer = keras.optimizers.SGD(args.lr, momentum=0.9)
     model.compile(optimizer=optimizer)
-    callbacks = [keras.callbacks.CSVLogger(str(directory / "history.csv"))]
+    callbacks = [keras.callbacks.CSVLogger(str(directory / "history.csv")), *extra_callbacks]
     if args.eps_warmup_epochs > 0:
         callbacks.append(km.callbacks.EpsilonWarmup(epochs=args.eps_warmup_epochs))
     started = time.time()
@@ -346,53 +362,129 @@ def train(args: argparse.Namespace) -> dict:
     return metrics
 
 
-def _markdown_table(rows: list[dict], columns: list[str]) -> str:
+def _compare_one(method: str, seed: int, args, data, train_attack, directory: Path) -> dict:
+    """Trains and evaluates one method with one seed; returns its result row."""
+    import copy
+
+    import keras_mwat as km
+
+    run_args = copy.copy(args)
+    run_args.seed = seed
+    # Best checkpoint: robust accuracy on the validation split after every epoch, under
+    # PGD-10 (the selection a user would make; the test split is never looked at).
+    selector = km.attacks.PGD(eps=args.eps, step_size=max(2.5 * args.eps / 10, 1e-6),
+                              num_steps=10, value_range=data.value_range, seed=seed)
+    best = km.callbacks.RobustValidation(data.x_val, data.y_val, attack=selector,
+                                         restore_best_weights=False)
+    model, seconds, history = _fit(method, run_args, data, train_attack, directory,
+                                   extra_callbacks=[best] if args.best_eval != "none" else [])
+    last = _robustness(model.classifier, data, run_args, eps=args.eps,
+                       verbose=min(args.verbose, 1))
+    last.save(directory / "robustness.json")
+    row = {"method": method, "seed": seed, "clean": last.clean_accuracy,
+           **last.per_attack, "worst_case": last.robust_accuracy,
+           "train_seconds": round(seconds, 1), "eval_seconds": round(last.duration_seconds, 1),
+           "masking_warnings": len(last.warnings), "robustness": last.to_dict(),
+           "history": {k: [float(v) for v in vs] for k, vs in history.items()}}
+    if args.best_eval != "none" and best.best_weights is not None:
+        model.set_weights(best.best_weights)
+        chosen = _robustness(model.classifier, data, run_args, eps=args.eps,
+                             attacks=args.best_eval, verbose=0)
+        chosen.save(directory / "robustness_best.json")
+        row["best"] = {"epoch": best.best_epoch, "val_robust": best.best_robust_accuracy,
+                       "clean": chosen.clean_accuracy, "worst_case": chosen.robust_accuracy,
+                       "attacks": args.best_eval, "robustness": chosen.to_dict()}
+    (directory / "result.json").write_text(json.dumps(row, indent=2))
+    return row
+
+
+def _mean_std(values: list[float]) -> str:
+    import numpy as np
+
+    values = np.asarray(values, dtype=float)
+    spread = values.std(ddof=1) if len(values) > 1 else 0.0
+    return f"{values.mean():.4f} ± {spread:.4f}"
+
+
+def summarize(rows: list[dict]) -> str:
+    """A Markdown table of mean ± std (over seeds) per method, from ``compare`` rows.
+
+    Columns: clean accuracy, the worst-case robust accuracy after each attack of the
+    cascade, the final worst case, the best-validation-checkpoint clean and worst case
+    (when evaluated), and the training time in seconds.
+
+    Example:
+
+    ```python
+    print(summarize(json.load(open("runs/.../compare.json"))["rows"]))
+    ```
+    """
+    methods = list(dict.fromkeys(row["method"] for row in rows))
+    attack_names = [entry["name"] for entry in rows[0]["robustness"]["attacks"]]
+    has_best = any("best" in row for row in rows)
+    columns = ["method", "seeds", "clean", *attack_names, "worst case"]
+    if has_best:
+        columns += ["best-ckpt clean", "best-ckpt worst case"]
+    columns += ["train s"]
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    for row in rows:
-        cells = [f"{row[c]:.4f}" if isinstance(row[c], float) and c != "train_seconds"
-                 else f"{row[c]:.1f}" if isinstance(row[c], float) else str(row[c])
-                 for c in columns]
+    for method in methods:
+        group = [row for row in rows if row["method"] == method]
+        cells = [method, ",".join(str(row["seed"]) for row in group),
+                 _mean_std([row["clean"] for row in group])]
+        cells += [_mean_std([row[name] for row in group]) for name in attack_names]
+        cells.append(_mean_std([row["worst_case"] for row in group]))
+        if has_best:
+            chosen = [row["best"] for row in group if "best" in row]
+            cells += [_mean_std([b["clean"] for b in chosen]) if chosen else "–",
+                      _mean_std([b["worst_case"] for b in chosen]) if chosen else "–"]
+        cells.append(f"{sum(row['train_seconds'] for row in group) / len(group):.0f}")
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
 def compare(args: argparse.Namespace) -> dict:
-    """Runs ``keras-mwat compare``; returns what it writes to ``compare.json``."""
+    """Runs ``keras-mwat compare``; returns what it writes to ``compare.json``.
+
+    With ``--resume DIR`` the (method, seed) runs already finished in ``DIR`` are read back
+    instead of being trained again, so a long comparison can be continued.
+    """
     data, train_attack = _prepare(args)
-    run_dir = _new_run_dir(args.out)
+    seeds = args.seeds or [args.seed]
+    if args.resume is not None:
+        run_dir = args.resume
+        run_dir.mkdir(parents=True, exist_ok=True)
+    else:
+        run_dir = _new_run_dir(args.out)
     print(f"Comparing {', '.join(args.methods)} on {args.dataset} "
           f"({len(data.y_train)} train, {len(data.y_test)} test), eps={args.eps:g} L-inf, "
-          f"{args.epochs} epochs, seed={args.seed}; run dir {run_dir}")
+          f"{args.epochs} epochs, seeds {seeds}, evaluation {args.eval_attacks}; "
+          f"run dir {run_dir}")
     rows = []
-    for method in args.methods:
-        directory = run_dir / method
-        directory.mkdir()
-        print(f"\n== {method}")
-        model, seconds, _ = _fit(method, args, data, train_attack, directory)
-        robustness = _robustness(model.classifier, data, args, eps=args.eps,
-                                 verbose=min(args.verbose, 1))
-        robustness.save(directory / "robustness.json")
-        rows.append({"method": method, "clean": robustness.clean_accuracy,
-                     **robustness.per_attack, "worst_case": robustness.robust_accuracy,
-                     "train_seconds": round(seconds, 1),
-                     "eval_seconds": round(robustness.duration_seconds, 1),
-                     "masking_warnings": len(robustness.warnings),
-                     "robustness": robustness.to_dict()})
-    attack_columns = list(rows[0]["robustness"]["attacks"] and
-                          [entry["name"] for entry in rows[0]["robustness"]["attacks"]])
-    columns = ["method", "clean", *attack_columns, "worst_case", "train_seconds",
-               "masking_warnings"]
-    table = _markdown_table(rows, columns)
+    for seed in seeds:
+        for method in args.methods:
+            directory = run_dir / method / f"seed{seed}"
+            if (directory / "result.json").exists():
+                rows.append(json.loads((directory / "result.json").read_text()))
+                print(f"== {method}, seed {seed}: done before, read back")
+                continue
+            directory.mkdir(parents=True, exist_ok=True)
+            print(f"\n== {method}, seed {seed}")
+            rows.append(_compare_one(method, seed, args, data, train_attack, directory))
+    table = summarize(rows)
     report = {"rows": rows, "test_samples": int(len(data.y_test)),
-              "train_samples": int(len(data.y_train)),
+              "train_samples": int(len(data.y_train)), "seeds": seeds,
               **_settings(args, train_attack)}
     (run_dir / "compare.json").write_text(json.dumps(report, indent=2))
     settings = "; ".join(f"{entry['name']} {json.dumps(entry['config'])}"
                          for entry in rows[0]["robustness"]["attacks"])
+    command = "keras-mwat " + " ".join(sys.argv[1:]) if sys.argv[1:] else "keras-mwat compare"
     (run_dir / "compare.md").write_text(
-        f"# keras-mwat compare\n\n{table}\n\nAccuracies on {len(data.y_test)} test points; "
-        f"L-inf eps={args.eps:g}; attack columns give the worst-case robust accuracy after "
-        f"each attack of the cascade. Attacks: {settings}\n")
+        f"# keras-mwat compare\n\n{table}\n\nMean ± standard deviation over seeds "
+        f"{seeds}; accuracies on {len(data.y_test)} test points; L-inf eps={args.eps:g}; "
+        f"{args.epochs} epochs. Attack columns give the worst-case robust accuracy after each "
+        f"attack of the cascade. Best checkpoint: highest PGD-10 robust accuracy on the "
+        f"validation split, evaluated with the '{args.best_eval}' suite. Attacks: {settings}\n"
+        f"\nCommand: `{command}`\n")
     print("\n" + table)
     print(f"\nwrote {run_dir / 'compare.json'} and {run_dir / 'compare.md'}")
     return report

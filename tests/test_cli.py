@@ -66,22 +66,46 @@ def test_compare_trains_each_method_on_equal_footing(tmp_path, capsys):
     code = main(["compare", "--methods", "pgd_at,trades,gairat", "--epochs", "1",
                  "--subset", "96", "--test-subset", "48", "--train-steps", "2",
                  "--eval-attacks", "pgd", "--eval-steps", "3", "--eval-restarts", "1",
-                 "--seed", "1", "--out", str(tmp_path), "--verbose", "0"])
+                 "--best-eval", "none", "--seed", "1", "--out", str(tmp_path),
+                 "--verbose", "0"])
     assert code == 0
     (run,) = list(tmp_path.iterdir())
     report = json.loads((run / "compare.json").read_text())
     assert [row["method"] for row in report["rows"]] == ["pgd_at", "trades", "gairat"]
     for row in report["rows"]:
         assert 0.0 <= row["worst_case"] <= row["PGD-3"] <= row["clean"] <= 1.0
-        assert row["train_seconds"] > 0
+        assert row["train_seconds"] > 0 and row["seed"] == 1 and "best" not in row
         (entry,) = row["robustness"]["attacks"]
         assert entry["config"]["num_steps"] == 3 and entry["config"]["num_restarts"] == 1
-    assert report["seed"] == 1 and report["test_samples"] == 48
+    assert report["seeds"] == [1] and report["test_samples"] == 48
     table = (run / "compare.md").read_text()
-    assert "| method | clean | PGD-3 | worst_case | train_seconds | masking_warnings |" in table
-    assert "| trades |" in capsys.readouterr().out
+    assert "| method | seeds | clean | PGD-3 | worst case | train s |" in table
+    assert "| trades | 1 |" in capsys.readouterr().out
     for method in ("pgd_at", "trades", "gairat"):
-        assert (run / method / "model.keras").exists()
+        assert (run / method / "seed1" / "model.keras").exists()
+
+
+def test_compare_over_seeds_with_best_checkpoint_and_resume(tmp_path, capsys):
+    arguments = ["compare", "--methods", "pgd_at", "--epochs", "2", "--subset", "64",
+                 "--test-subset", "32", "--train-steps", "1", "--eval-attacks", "pgd",
+                 "--eval-steps", "2", "--eval-restarts", "1", "--best-eval", "quick",
+                 "--seeds", "0,1", "--eps-warmup-epochs", "0", "--verbose", "0",
+                 "--resume", str(tmp_path / "run")]
+    report = main(arguments) or json.loads((tmp_path / "run" / "compare.json").read_text())
+    rows = report["rows"]
+    assert [row["seed"] for row in rows] == [0, 1]
+    for row in rows:
+        assert row["best"]["epoch"] in (0, 1)
+        assert row["best"]["attacks"] == "quick"
+        assert 0.0 <= row["best"]["worst_case"] <= row["best"]["clean"] <= 1.0
+    # mean ± std over the two seeds, computed independently
+    clean = np.array([row["clean"] for row in rows])
+    expected = f"{clean.mean():.4f} ± {clean.std(ddof=1):.4f}"
+    assert expected in (tmp_path / "run" / "compare.md").read_text()
+    capsys.readouterr()
+    # Resuming reads the finished runs back instead of training again.
+    main(arguments)
+    assert capsys.readouterr().out.count("done before, read back") == 2
 
 
 def test_compare_rejects_unknown_methods():
