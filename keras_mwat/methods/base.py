@@ -27,7 +27,8 @@ import tensorflow as tf
 from keras_mwat import losses, margins, validation, weighting
 from keras_mwat.attacks import PGD, Attack
 from keras_mwat.attacks import get as get_attack
-from keras_mwat.methods import objectives
+from keras_mwat.methods import objectives, replicas
+from keras_mwat.methods.replicas import replica_count
 
 _ACCURACY_NAMES = ("accuracy", "acc", "sparse_categorical_accuracy")
 
@@ -86,18 +87,23 @@ def _to_labels(y, num_classes: int):
     return tf.cast(tf.reshape(y, [-1]), tf.int32)
 
 
-def replica_count() -> float:
-    """Replicas in sync (1 outside tf.distribute): scales replica-local losses for logging."""
-    context = tf.distribute.get_replica_context()
-    return float(context.num_replicas_in_sync) if context is not None else 1.0
-
-
 class AdversarialTrainingModel(keras.Model):
     """Base class of every training method: wraps a logits classifier.
 
     Subclasses override ``attack_loss``, ``sample_losses`` and ``sample_weights``; the
     training and evaluation steps are shared. Calling the model calls the classifier, so
     ``predict`` returns logits.
+
+    Every method trains under ``tf.distribute.MirroredStrategy`` and
+    ``MultiWorkerMirroredStrategy`` (build the model under ``strategy.scope()``): weights
+    are normalised, and losses averaged, over the global batch, so N replicas take the
+    steps one device takes on the same global batches (up to float rounding; with a
+    deterministic attack, a classifier without unsynchronised BatchNorm and meta batches
+    that do not depend on random draws). Random attack starts are drawn per replica from
+    seeds of their own. ``TPUStrategy`` is untested. Under the ``mixed_float16`` policy
+    losses are scaled by the optimizer (Keras wraps it in a ``LossScaleOptimizer``);
+    margins, weights and losses are float32. ``jit_compile=True`` (XLA) works on one
+    device and raises a ``ValueError`` under a strategy.
 
     Args:
         classifier: A built Keras model mapping inputs to logits.
@@ -171,8 +177,10 @@ class AdversarialTrainingModel(keras.Model):
         """A SeedGenerator whose state is a model variable, so ``.keras`` files and
         ``BackupAndRestore`` keep it (Keras does not save a SeedGenerator's state)."""
         generator = keras.random.SeedGenerator(seed, name=name)
+        # Under tf.distribute every replica advances the state identically: keep one value.
         state = keras.Variable(generator.state.value, dtype=generator.state.dtype,
-                               trainable=False, name=f"{name}_state")
+                               trainable=False, name=f"{name}_state",
+                               aggregation="only_first_replica")
         generator.state = state
         setattr(self, f"{name}_state", state)
         return generator
@@ -198,7 +206,15 @@ class AdversarialTrainingModel(keras.Model):
         loss is a cross-entropy on adversarial logits (default
         ``keras_mwat.losses.cross_entropy``). ``metrics`` are computed on clean logits;
         clean ``accuracy`` and ``robust_accuracy`` are always logged.
+
+        ``jit_compile=True`` (XLA) works on one device; it raises a ``ValueError`` where it
+        cannot work (under ``MirroredStrategy`` / ``MultiWorkerMirroredStrategy``, or with a
+        ``tf.data`` ``meta_data``), and ``jit_compile="auto"`` then turns XLA off.
         """
+        obstacle = self.xla_obstacle()
+        if obstacle is not None and kwargs.get("jit_compile", "auto") is True:
+            raise ValueError(f"`jit_compile=True` is not supported {obstacle}; compile with "
+                             "jit_compile=False (or the default 'auto').")
         if loss is not None and not callable(loss):
             raise TypeError(
                 f"`loss` must be a callable loss(y, logits) -> per-sample losses, got {loss!r}."
@@ -216,7 +232,23 @@ class AdversarialTrainingModel(keras.Model):
         self._metrics_argument = list(metrics or [])
         self.finish_init()
         super().compile(optimizer=optimizer, **kwargs)
+        if obstacle is not None and self.jit_compile:  # "auto" chose XLA (e.g. on a GPU)
+            self.jit_compile = False
         self.optimizer.build(self.classifier.trainable_variables)
+
+    def xla_obstacle(self) -> str | None:
+        """Why the training step cannot be XLA-compiled here (None if it can).
+
+        XLA cannot compile a step replicated by ``MirroredStrategy`` or
+        ``MultiWorkerMirroredStrategy`` (TensorFlow fails when running it).
+        """
+        strategy = self.distribute_strategy
+        kinds = {"MirroredStrategy": tf.distribute.MirroredStrategy,
+                 "MultiWorkerMirroredStrategy": tf.distribute.MultiWorkerMirroredStrategy}
+        for name, kind in kinds.items():
+            if isinstance(strategy, kind):
+                return f"under tf.distribute.{name}"
+        return None
 
     def get_compile_config(self) -> dict:
         """The ``compile`` arguments, so a loaded model continues ``fit`` without compiling."""
@@ -304,6 +336,19 @@ class AdversarialTrainingModel(keras.Model):
         """Training-mode forward with explicit parameter values: (logits, new non-trainables)."""
         return self.classifier.stateless_call(theta, non_trainable, inputs, training=True)
 
+    def attack_seed(self, generator: keras.random.SeedGenerator | None = None):
+        """The seed of the attack's draws in this replica (from ``generator``, default the
+        training one).
+
+        The generator itself on one device; under tf.distribute, a stateless seed of its own
+        per replica (``replicas.replica_seed``), drawn only if the attack draws at all, so
+        that a deterministic attack leaves the generator as one device would.
+        """
+        generator = self.train_seed if generator is None else generator
+        if not getattr(self.attack, "random_start", True):
+            return generator
+        return replicas.replica_seed(generator)
+
     def _attack(self, x, y, logits_clean, seed):
         objective = self.attack_loss(x, y, logits_clean)
         result = self.attack.perturb(
@@ -321,7 +366,7 @@ class AdversarialTrainingModel(keras.Model):
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
         y = _to_labels(y, self.num_classes)
         logits_clean = tf.stop_gradient(self.classifier(x, training=False))
-        x_adv, kappa = self._attack(x, y, logits_clean, self.train_seed)
+        x_adv, kappa = self._attack(x, y, logits_clean, self.attack_seed())
 
         classifier_variables = self.classifier.trainable_variables
         theta = [tf.convert_to_tensor(v) for v in classifier_variables]
@@ -400,11 +445,17 @@ class AdversarialTrainingModel(keras.Model):
             metric.update_state(step.y, step.logits_clean)
 
     def _logs(self, names=None) -> dict:
-        return {
+        logs = {
             metric.name: metric.result()
             for metric in self.metrics
             if names is None or metric.name in names
         }
+        if replicas.spans_workers():
+            # Keras 3 (3.15) reduces step logs over workers with reduce(MEAN, axis=0), which
+            # fails on scalars; shape (1,) reduces to the same scalar. Epoch logs are read
+            # from the metrics themselves.
+            logs = {name: tf.reshape(value, [1]) for name, value in logs.items()}
+        return logs
 
     def test_step(self, data):
         """Clean and robust accuracy under the model's attack (with its own CE objective)."""
@@ -412,7 +463,8 @@ class AdversarialTrainingModel(keras.Model):
         y = _to_labels(y, self.num_classes)
         logits_clean = self.classifier(x, training=False)
         x_adv = tf.stop_gradient(
-            self.attack.perturb(self.classifier_fn(training=False), x, y, seed=self.eval_seed)
+            self.attack.perturb(self.classifier_fn(training=False), x, y,
+                                seed=self.attack_seed(self.eval_seed))
         )
         logits_adv = self.classifier(x_adv, training=False)
         per_sample = self.base_loss(y, logits_adv)
@@ -462,6 +514,18 @@ class AdversarialTrainingModel(keras.Model):
             self._validate_data(validation_data, None)
         callbacks = list(callbacks or []) + [_EpochCounter(self)]
         return super().fit(x, y, *args, callbacks=callbacks, **kwargs)
+
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+        """Skips Keras's symbolic build: the wrapper is built eagerly and so is its optimizer.
+
+        Under a strategy, Keras 3 (3.15) builds a model from the first batch reduced over
+        replicas; with ``MultiWorkerMirroredStrategy`` that reduction fails on an ``(x, y)``
+        batch ("Attempt to convert a value (PerReplica...)"). Nothing here needs it once the
+        model and its optimizer are built.
+        """
+        if self.built and getattr(self, "optimizer", None) is not None and self.optimizer.built:
+            return
+        super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
 
     def evaluate(self, x=None, y=None, *args, **kwargs):
         self._validate_data(x, y)

@@ -10,6 +10,11 @@ The inner gradient is the backward pass of the recorded losses with ``c`` as out
 gradient, itself recorded by an outer tape, so the forward pass on the training batch is
 computed once and shared with the real step. Under ``tf.distribute`` the inner gradient is
 summed over replicas, so the virtual step is the one a single device would take.
+
+Under mixed precision both gradients go through loss scaling: the inner gradient is taken
+of the losses times ``inner_loss_scale`` (the classifier optimizer's scale) and divided by it
+in float32, and the hypergradient is that of ``scale_meta_loss(meta_loss)`` (the weight
+network's optimizer unscales it in ``apply``).
 """
 
 from __future__ import annotations
@@ -28,6 +33,8 @@ def virtual_step(
     inner_lr,
     meta_loss_fn: Callable[[list], tf.Tensor],
     variables: Sequence,
+    inner_loss_scale=None,
+    scale_meta_loss: Callable[[tf.Tensor], tf.Tensor] | None = None,
 ):
     """Takes the virtual step and returns the meta loss and its gradient w.r.t. ``variables``.
 
@@ -40,13 +47,24 @@ def virtual_step(
         inner_lr: Step size α of the virtual step (scalar).
         meta_loss_fn: Maps the virtual values θ' to the scalar meta loss.
         variables: The weight network's trainable variables.
+        inner_loss_scale: Optional float32 scalar multiplying the inner gradient's output
+            gradients (mixed precision); the gradient is divided by it before the step.
+        scale_meta_loss: Optional function applied to the meta loss before differentiation
+            (an optimizer's ``scale_loss``).
 
     Returns:
-        ``(meta_loss, hypergradients)``, the latter aligned with ``variables``.
+        ``(meta_loss, hypergradients)``, the latter aligned with ``variables`` and taken of
+        ``scale_meta_loss(meta_loss)``; ``meta_loss`` itself is unscaled.
     """
     with tf.GradientTape() as outer:
         targets, output_gradients = loss_targets()
+        if inner_loss_scale is not None:
+            output_gradients = [g * tf.cast(inner_loss_scale, g.dtype)
+                                for g in output_gradients]
         gradients = tape.gradient(targets, list(theta), output_gradients=output_gradients)
+        if inner_loss_scale is not None:
+            gradients = [None if g is None else g / tf.cast(inner_loss_scale, g.dtype)
+                         for g in gradients]
         inner_lr = tf.cast(inner_lr, tf.float32)
         theta_prime = [
             value if grad is None
@@ -54,5 +72,6 @@ def virtual_step(
             for value, grad in zip(theta, gradients)
         ]
         meta_loss = meta_loss_fn(theta_prime)
-    hypergradients = outer.gradient(meta_loss, list(variables))
+        scaled = meta_loss if scale_meta_loss is None else scale_meta_loss(meta_loss)
+    hypergradients = outer.gradient(scaled, list(variables))
     return meta_loss, hypergradients

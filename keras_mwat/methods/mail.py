@@ -1,4 +1,4 @@
-"""MAIL (Liu et al., 2021): probabilistic-margin-aware instance reweighting.
+"""MAIL (Wang et al., 2021): probabilistic-margin-aware instance reweighting.
 
 Weights ``3 * sigmoid(slope * (p_2nd - p_y + bias))`` from the adversarial probabilities,
 detached and not normalised, on PGD-AT's cross-entropy (``base="at"``) or on TRADES's KL

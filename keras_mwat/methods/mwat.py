@@ -16,8 +16,8 @@ import numpy as np
 import tensorflow as tf
 
 from keras_mwat import losses, margins, validation, weighting
-from keras_mwat.methods import bilevel, objectives
-from keras_mwat.methods.base import AdversarialTrainingModel, TrainingStep, replica_count
+from keras_mwat.methods import bilevel, objectives, replicas
+from keras_mwat.methods.base import AdversarialTrainingModel, TrainingStep
 from keras_mwat.weight_net import WeightNetwork
 
 META_SOURCES = ("batch", "split", "dataset")
@@ -42,16 +42,21 @@ class MWATModel(AdversarialTrainingModel):
             "both" (sum of the two cross-entropies).
         inner_lr: Step size of the virtual step; None uses the classifier optimizer's
             current learning rate.
-        meta_optimizer: Optimizer of the weight network (default ``Adam(1e-3)``).
+        meta_optimizer: Optimizer of the weight network (default ``Adam(1e-3)``); wrapped
+            in a ``LossScaleOptimizer`` under the ``mixed_float16`` policy.
         weight_normalization: "mean" (global mean 1), "sum" (global sum 1) or "none".
         reweight_start_epoch: Uniform weights (and no meta update) before this epoch.
         meta_update_every: Update the weight network every k-th step (learned weights are
-            used on every step).
+            used on every step; the other steps skip the look-ahead entirely).
         seed: Seed of the in-graph randomness.
         meta_data: With ``meta_source="dataset"``: an ``(x, y)`` tuple of arrays or a
-            ``tf.data.Dataset`` of ``(x, y)`` batches.
-        meta_batch_size: Meta batch size drawn from an ``(x, y)`` tuple ``meta_data``.
-        meta_fraction: Held-out fraction of each batch with ``meta_source="split"``.
+            ``tf.data.Dataset`` of ``(x, y)`` batches. Under tf.distribute a dataset's
+            batches are global batches, split over the replicas like the training data; a
+            dataset cannot be used with ``jit_compile=True`` (arrays can).
+        meta_batch_size: Meta batch size drawn from an ``(x, y)`` tuple ``meta_data``
+            (the global meta batch: replicas share the draw and each takes a slice).
+        meta_fraction: Held-out fraction of each batch with ``meta_source="split"`` (the
+            last samples of the global batch).
         margin_source: Margins from the "adversarial" (default) or "clean" logits.
         base: "at" (weights on the CE of x_adv) or "trades" (weights on TRADES's KL term).
         beta: TRADES's KL weight (``base="trades"`` only).
@@ -140,12 +145,21 @@ class MWATModel(AdversarialTrainingModel):
             meta_optimizer = keras.optimizers.Adam(1e-3)
         else:
             meta_optimizer = keras.optimizers.get(meta_optimizer)
+        # Under mixed precision the hypergradient flows through float16 computations: scale
+        # the meta loss as Keras scales the classifier's (``compile`` wraps that optimizer).
+        self._scaled_meta_optimizer = (
+            self.dtype_policy.name == "mixed_float16"
+            and not isinstance(meta_optimizer, keras.optimizers.LossScaleOptimizer))
+        if self._scaled_meta_optimizer:
+            meta_optimizer = keras.optimizers.LossScaleOptimizer(meta_optimizer)
         self.meta_optimizer = meta_optimizer
         self.meta_optimizer.build(self.weight_net.trainable_variables)
         self.meta_loss_tracker = keras.metrics.Mean(name="meta_loss")
 
         self._meta_arrays = None
+        self._meta_dataset = None
         self._meta_iterator = None
+        self._distributed_meta_iterator = None
         if self.meta_source == "dataset":
             self._set_meta_data(meta_data)
         elif meta_data is not None:
@@ -161,6 +175,7 @@ class MWATModel(AdversarialTrainingModel):
             raise ValueError("meta_source='dataset' needs `meta_data=(x, y)` or a tf.data.Dataset.")
         if isinstance(meta_data, tf.data.Dataset):
             self._validate_data(meta_data, None)
+            self._meta_dataset = meta_data
             self._meta_iterator = iter(meta_data.repeat())
             return
         if not isinstance(meta_data, tuple | list) or len(meta_data) != 2:
@@ -173,6 +188,12 @@ class MWATModel(AdversarialTrainingModel):
         labels = validation.check_labels(np.asarray(y_meta), self.num_classes, name="meta_data y")
         self._meta_arrays = (tf.constant(np.asarray(x_meta, dtype="float32")),
                              tf.constant(labels.astype("int32")))
+
+    def xla_obstacle(self) -> str | None:
+        if self._meta_dataset is not None:
+            return ("with a tf.data.Dataset `meta_data` (its iterator cannot be compiled; pass "
+                    "an (x, y) tuple of arrays instead)")
+        return super().xla_obstacle()
 
     def feature_dim(self) -> int:
         """Number of inputs of the weight network."""
@@ -198,16 +219,35 @@ class MWATModel(AdversarialTrainingModel):
         iteration = tf.cast(self.optimizer.iterations, tf.int64)
         update = tf.logical_and(step.reweighting,
                                 tf.equal(iteration % self.meta_update_every, 0))
-
-        def meta_update():
-            meta_loss, hypergradients = self.hypergradient(step, features)
-            self.meta_optimizer.apply(hypergradients, self.weight_net.trainable_variables)
-            return meta_loss
-
-        meta_loss = tf.cond(update, meta_update, lambda: tf.constant(0.0))
-        self.meta_loss_tracker.update_state(meta_loss * replica_count(),
-                                            sample_weight=tf.cast(update, tf.float32))
+        fetch = self._next_meta_batch if self._meta_dataset is not None else None
+        # The update all-reduces (weight sums, inner gradient, hypergradient) and applies an
+        # optimizer: under tf.distribute that needs the cross-replica branch.
+        replicas.synchronized_cond(update, self.meta_update, args=(step, features),
+                                   fetch=fetch)
         return self.weight_net(features)
+
+    def meta_update(self, step: TrainingStep, features, *meta_batch) -> None:
+        """One step of the weight network on the look-ahead meta loss; logs the meta loss.
+
+        Args:
+            step: The training step (its tape recorded the per-sample losses).
+            features: The weight network's inputs for the batch.
+            *meta_batch: ``(x_meta, y_meta)`` drawn from a ``meta_data`` dataset, if any.
+        """
+        meta_loss, hypergradients = self.hypergradient(step, features, meta_batch or None)
+        self.meta_optimizer.apply(hypergradients, self.weight_net.trainable_variables)
+        self.meta_loss_tracker.update_state(meta_loss * replicas.replica_count())
+
+    def _next_meta_batch(self) -> tuple:
+        """The next ``meta_data`` batch; per-replica shards in cross-replica context."""
+        if not tf.distribute.in_cross_replica_context():
+            return tuple(next(self._meta_iterator))[:2]
+        if self._distributed_meta_iterator is None:
+            strategy = tf.distribute.get_strategy()
+            with tf.init_scope():  # created once, eagerly, outside the traced step
+                self._distributed_meta_iterator = iter(
+                    strategy.experimental_distribute_dataset(self._meta_dataset.repeat()))
+        return tuple(next(self._distributed_meta_iterator))[:2]
 
     def current_weights(self, step: TrainingStep):
         return self.weight_net(tf.stop_gradient(self.weight_features(step)))
@@ -218,12 +258,31 @@ class MWATModel(AdversarialTrainingModel):
         return tf.cast(self.optimizer.learning_rate, tf.float32)
 
     def _split_mask(self, n):
-        held = tf.cast(tf.math.floor(tf.cast(n, tf.float32) * self.meta_fraction), tf.int32)
-        held = tf.clip_by_value(held, 1, n - 1)
-        return tf.cast(tf.range(n) < n - held, tf.float32)
+        """1 for the samples that drive the virtual step, 0 for the held-out meta part.
 
-    def hypergradient(self, step: TrainingStep, features):
-        """The meta loss of the look-ahead classifier and its gradient w.r.t. the weight net."""
+        The held-out part is the last ``floor(meta_fraction * N)`` samples of the *global*
+        batch of N (at least one, and at least one is left to train on), so that replicas
+        hold out exactly the samples one device would.
+        """
+        offset, total = replicas.global_offset(n)
+        held = tf.cast(tf.math.floor(tf.cast(total, tf.float32) * self.meta_fraction),
+                       tf.int32)
+        held = tf.clip_by_value(held, 1, total - 1)
+        return tf.cast(offset + tf.range(n) < total - held, tf.float32)
+
+    def hypergradient(self, step: TrainingStep, features, meta_batch=None):
+        """The meta loss of the look-ahead classifier and its gradient w.r.t. the weight net.
+
+        Args:
+            step: The training step (its tape recorded the per-sample losses).
+            features: The weight network's inputs for the batch.
+            meta_batch: ``(x_meta, y_meta)`` from a ``meta_data`` dataset, or None.
+
+        Returns:
+            ``(meta_loss, hypergradients)``: the replica-local meta loss (summed over
+            replicas, the global one) and the gradients of the meta optimizer's scaled meta
+            loss, ready for ``meta_optimizer.apply``.
+        """
         n = tf.shape(step.y)[0]
         mask = self._split_mask(n) if self.meta_source == "split" else None
         mode = self.weight_normalization
@@ -238,7 +297,7 @@ class MWATModel(AdversarialTrainingModel):
                 output_gradients[1] = mask / count
             return targets, output_gradients
 
-        x_meta, y_meta, x_meta_adv = self.meta_batch(step, mask)
+        x_meta, y_meta, x_meta_adv = self.meta_batch(step, mask, meta_batch)
 
         def meta_loss_fn(theta_prime):
             total = 0.0
@@ -254,10 +313,18 @@ class MWATModel(AdversarialTrainingModel):
         return bilevel.virtual_step(
             step.tape, step.theta, loss_targets, self.virtual_learning_rate(), meta_loss_fn,
             self.weight_net.trainable_variables,
+            inner_loss_scale=self.optimizer.scale_loss(tf.constant(1.0)),
+            scale_meta_loss=self.meta_optimizer.scale_loss,
         )
 
-    def meta_batch(self, step: TrainingStep, mask):
-        """(x_meta, y_meta, x_meta_adv) for the meta loss (x_meta_adv None if unused)."""
+    def meta_batch(self, step: TrainingStep, mask, meta_batch=None):
+        """(x_meta, y_meta, x_meta_adv) for the meta loss (x_meta_adv None if unused).
+
+        Under tf.distribute each replica returns its share of the global meta batch: its
+        own held-out samples ("split"), its slice of the ``meta_batch_size`` indices drawn
+        from ``meta_data`` arrays (the same draw on every replica), or its shard of the
+        dataset's batch.
+        """
         needs_adversarial = self.meta_objective in ("adversarial", "both")
         if self.meta_source == "batch":
             return step.x, step.y, step.x_adv
@@ -269,16 +336,20 @@ class MWATModel(AdversarialTrainingModel):
             index = keras.random.randint(
                 (self.meta_batch_size,), 0, tf.shape(y_all)[0], seed=self.train_seed
             )
+            first, last = replicas.replica_slice(self.meta_batch_size)
+            index = index[first:last]
             x_meta, y_meta = tf.gather(x_all, index), tf.gather(y_all, index)
         else:
-            batch = next(self._meta_iterator)
-            x_meta, y_meta = batch[0], batch[1]
+            if meta_batch is None:
+                meta_batch = self._next_meta_batch()
+            x_meta, y_meta = meta_batch[0], meta_batch[1]
             y_meta = tf.cast(tf.reshape(y_meta, [-1]), tf.int32)
             x_meta = tf.cast(x_meta, step.x.dtype)
         x_meta_adv = None
         if needs_adversarial:
             x_meta_adv = tf.stop_gradient(self.attack.perturb(
-                self.classifier_fn(training=False), x_meta, y_meta, seed=self.train_seed))
+                self.classifier_fn(training=False), x_meta, y_meta,
+                seed=self.attack_seed()))
         return x_meta, y_meta, x_meta_adv
 
     # ---------------------------------------------------------- serialisation
@@ -290,7 +361,9 @@ class MWATModel(AdversarialTrainingModel):
             meta_source=self.meta_source,
             meta_objective=self.meta_objective,
             inner_lr=self.inner_lr,
-            meta_optimizer=keras.optimizers.serialize(self.meta_optimizer),
+            meta_optimizer=keras.optimizers.serialize(
+                self.meta_optimizer.inner_optimizer if self._scaled_meta_optimizer
+                else self.meta_optimizer),
             weight_normalization=self.weight_normalization,
             meta_update_every=self.meta_update_every,
             meta_batch_size=self.meta_batch_size,

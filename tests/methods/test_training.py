@@ -176,3 +176,28 @@ def test_reweight_start_epoch_counts_from_zero(tiny_data):
     assert history["weight_std"][0] == pytest.approx(0.0, abs=1e-7)
     assert history["meta_loss"][0] == 0.0
     assert history["weight_std"][1] > 0 and history["meta_loss"][1] > 0
+
+
+def test_meta_update_every_skips_the_look_ahead_on_other_steps(tiny_data):
+    """With meta_update_every=3 the weight network moves on steps 0 and 3 only, and the
+    meta loss averages over those steps alone."""
+    model = km.MWATModel(make_cnn(), attack=deterministic_attack(1), seed=0,
+                         meta_update_every=3)
+    model.compile(optimizer=sgd())
+    snapshots, meta_losses = [weights_of(model.weight_net)], []
+
+    class Record(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            snapshots.append(weights_of(model.weight_net))
+            meta_losses.append(logs["meta_loss"])
+
+    model.fit(tiny_data.x_train[:64], tiny_data.y_train[:64], batch_size=16, epochs=1,
+              shuffle=False, callbacks=[Record()], verbose=0)
+    moved = [max(np.abs(a - b).max() for a, b in zip(before, after)) > 0
+             for before, after in zip(snapshots, snapshots[1:])]
+    assert moved == [True, False, False, True]
+    assert model.meta_optimizer.iterations.numpy() == 2
+    # Steps without an update leave the running mean of the meta loss unchanged.
+    assert meta_losses[0] > 0
+    assert meta_losses[1] == pytest.approx(meta_losses[0])
+    assert meta_losses[2] == pytest.approx(meta_losses[0])
