@@ -1,4 +1,6 @@
-"""Command line: ``keras-mwat train | evaluate | compare | export | tune`` (or ``python -m keras_mwat``).
+"""Command line: ``keras-mwat train | evaluate | compare | export | tune | figures``.
+
+Also ``python -m keras_mwat``.
 
 ``keras-mwat train`` with no argument trains MWAT on the embedded MNIST subset with a small
 CNN (L-inf, eps 0.3), shows Keras progress bars, evaluates clean and robust accuracy on the
@@ -173,6 +175,18 @@ def build_parser() -> argparse.ArgumentParser:
                       help="epochs over which each trial's training radius ramps up")
     tune.add_argument("--directory", type=Path, default=Path("runs/tuning"))
     tune.add_argument("--seed", type=int, default=0)
+    figures = commands.add_parser(
+        "figures", help="draw the figures of a compare run (weights vs margin, per-class "
+                        "weights, accuracy scatter, training curves)")
+    figures.add_argument("--results", type=Path, required=True,
+                         help="a `keras-mwat compare` run directory")
+    figures.add_argument("--out", type=Path, default=Path("docs/img"),
+                         help="where to write the PNGs")
+    figures.add_argument("--model", type=Path, default=None,
+                         help="model to inspect (default <results>/mwat/seed0/model.keras)")
+    figures.add_argument("--n", type=_positive_int, default=500,
+                         help="test points to inspect the weights on")
+    figures.add_argument("--seed", type=int, default=0)
     return parser
 
 
@@ -535,6 +549,14 @@ def evaluate(args: argparse.Namespace):
     return report
 
 
+def figures(args: argparse.Namespace):
+    """Runs ``keras-mwat figures``: the PNGs of a compare run; returns the paths written."""
+    from keras_mwat import figures as figures_module
+
+    return figures_module.run(args.results, args.out, model_path=args.model, n=args.n,
+                              seed=args.seed)
+
+
 def tune(args: argparse.Namespace):
     """Runs ``keras-mwat tune`` on the embedded data; prints the best trial."""
     import keras_mwat as km
@@ -561,7 +583,7 @@ def main(argv: list[str] | None = None) -> int:
     _quiet_tensorflow()
     args = build_parser().parse_args(argv)
     commands = {"train": train, "evaluate": evaluate, "compare": compare, "export": export,
-                "tune": tune}
+                "tune": tune, "figures": figures}
     commands[args.command](args)
     return 0
 

@@ -1,0 +1,225 @@
+"""The figures of a compare run: PNGs written, and the plotted numbers checked."""
+
+import json
+
+import keras
+import matplotlib.image
+import numpy as np
+import pytest
+
+import keras_mwat as km
+from keras_mwat import figures
+
+NUM_STEPS = 3
+
+
+def _history(rng, epochs: int) -> dict:
+    ramp = np.linspace(0.3, 0.8, epochs)
+    return {
+        "loss": list(2.0 - ramp + rng.normal(0, 0.05, epochs)),
+        "accuracy": list(ramp + 0.1),
+        "robust_accuracy": list(ramp + rng.normal(0, 0.02, epochs)),
+        "mean_weight": [1.0] * epochs,
+        "weight_std": list(rng.uniform(0.0, 0.3, epochs)),
+        "val_loss": list(1.8 - ramp),
+        "val_accuracy": list(ramp + 0.12),
+        "val_robust_accuracy": list(ramp - 0.05 + rng.normal(0, 0.02, epochs)),
+    }
+
+
+def _rows() -> list[dict]:
+    """2 methods x 2 seeds of plausible compare rows; one run stopped an epoch early."""
+    rng = np.random.default_rng(0)
+    rows = []
+    for method, clean, robust in (("mwat", 0.97, 0.70), ("pgd_at", 0.96, 0.66)):
+        for seed in (0, 1):
+            epochs = 2 if (method, seed) == ("pgd_at", 1) else 3
+            worst = robust + rng.normal(0, 0.02)
+            rows.append({
+                "method": method, "seed": seed, "clean": clean + rng.normal(0, 0.01),
+                "APGD-CE": worst + 0.02, "worst_case": worst, "train_seconds": 12.5,
+                "history": _history(rng, epochs),
+                "best": {"epoch": 1, "val_robust": robust, "clean": clean,
+                         "worst_case": worst + 0.01},
+                "robustness": {"attacks": [{"name": "APGD-CE"}, {"name": "APGD-T"}],
+                               "eps": 0.3, "norm": "linf", "n": 32},
+            })
+    return rows
+
+
+@pytest.fixture(scope="module")
+def data():
+    return km.data.load_embedded().subset(train=64, validation=16, test=32, seed=0)
+
+
+@pytest.fixture(scope="module")
+def model(data):
+    keras.utils.set_random_seed(0)
+    attack = km.attacks.PGD(eps=0.3, step_size=0.1, num_steps=NUM_STEPS, seed=0)
+    model = km.MWATModel(km.zoo.small_cnn(width=4), attack=attack, seed=0)
+    model.compile(optimizer=keras.optimizers.Adam(1e-3))
+    model.fit(*data.train, batch_size=32, epochs=1, verbose=0)
+    return model
+
+
+@pytest.fixture(scope="module")
+def inspected(model, data):
+    return figures.inspect_with_kappa(model, *data.test)
+
+
+@pytest.fixture
+def results_dir(tmp_path, model):
+    for row in _rows():
+        directory = tmp_path / "run" / row["method"] / f"seed{row['seed']}"
+        directory.mkdir(parents=True)
+        (directory / "result.json").write_text(json.dumps(row))
+    model.save(tmp_path / "run" / "mwat" / "seed0" / "model.keras")
+    return tmp_path / "run"
+
+
+def test_logits_with_margin_reproduce_the_margin_and_the_peer_weights():
+    grid = np.linspace(-1.0, 1.0, 41)
+    y, logits = figures.logits_with_margin(grid)
+    np.testing.assert_allclose(km.margins.probability_margin(y, logits).numpy(), grid,
+                               atol=1e-8)
+    # MAIL and WMMR depend on the logits only through the margin: real 10-class logits and
+    # the constructed ones with the same margin get the same weight.
+    rng = np.random.default_rng(1)
+    real_y = rng.integers(0, 10, 64)
+    real_logits = rng.normal(0, 3, (64, 10))
+    margin = km.margins.probability_margin(real_y, real_logits).numpy()
+    y2, logits2 = figures.logits_with_margin(margin)
+    for weights in (km.weighting.mail, km.weighting.wmmr):
+        np.testing.assert_allclose(weights(y2, logits2).numpy(),
+                                   weights(real_y, real_logits).numpy(), rtol=1e-6)
+
+
+def test_inspect_with_kappa_pairs_kappa_with_the_inspected_points(model, data, inspected):
+    assert inspected["num_steps"] == NUM_STEPS
+    kappa = inspected["kappa"]
+    assert kappa is not None and kappa.shape == (len(data.y_test),)
+    assert kappa.min() >= 0 and kappa.max() <= NUM_STEPS
+    np.testing.assert_array_equal(inspected["y"], data.y_test)
+    # The weights are normalised to mean 1 over the points, as in training.
+    np.testing.assert_allclose(inspected["weight"].mean(), 1.0, rtol=1e-5)
+    # The attack's generator is left as inspect_weights alone leaves it: a second call
+    # draws new starts, as it would.
+    state = model.attack.seed_generator.state.numpy().copy()
+    figures.inspect_with_kappa(model, data.x_test[:4], data.y_test[:4])
+    assert not np.array_equal(state, model.attack.seed_generator.state.numpy())
+
+
+def test_weight_vs_margin_plots_the_library_weightings(model, data, inspected):
+    figure, plotted = figures.weight_vs_margin(model, *data.test, inspected=inspected, bins=10)
+    assert len(figure.axes) >= 2
+    margin, weight = plotted["margin"], plotted["weight"]
+    np.testing.assert_array_equal(margin, inspected["margin"])
+    # Binned means are the means of the scatter points in each bin.
+    edges = plotted["bin_edges"]
+    assert plotted["bin_count"].sum() == len(margin)
+    for b in range(len(edges) - 1):
+        last = b == len(edges) - 2
+        chosen = (margin >= edges[b]) & ((margin <= edges[b + 1]) if last
+                                         else (margin < edges[b + 1]))
+        assert plotted["bin_count"][b] == chosen.sum()
+        if chosen.any():
+            np.testing.assert_allclose(plotted["bin_mean"][b], weight[chosen].mean())
+        else:
+            assert np.isnan(plotted["bin_mean"][b])
+    # MAIL: km.weighting.mail on logits with the grid's margins, MAILModel's defaults.
+    y, logits = figures.logits_with_margin(plotted["curve_margin"])
+    assert (plotted["mail_bias"], plotted["mail_slope"]) == (-1.5, 1.0)
+    np.testing.assert_allclose(plotted["mail"], km.weighting.mail(y, logits, -1.5, 1.0).numpy())
+    # WMMR: km.weighting.wmmr, rescaled to mean 1 over the points.
+    py, plogits = figures.logits_with_margin(margin)
+    raw = km.weighting.wmmr(py, plogits).numpy()
+    np.testing.assert_allclose(plotted["wmmr_points"], raw / raw.mean(), rtol=1e-6)
+    np.testing.assert_allclose(plotted["wmmr"], km.weighting.wmmr(y, logits).numpy()
+                               / raw.mean(), rtol=1e-6)
+    # GAIRAT: km.weighting.gairat of each point's kappa (mean 1 over the points), and the
+    # curve over kappa = 0..K on the same scale.
+    kappa = inspected["kappa"]
+    np.testing.assert_allclose(plotted["gairat_points"],
+                               km.weighting.gairat(kappa, NUM_STEPS).numpy(), rtol=1e-5)
+    np.testing.assert_array_equal(plotted["gairat_kappa"], np.arange(NUM_STEPS + 1))
+    np.testing.assert_allclose(plotted["gairat_curve"][kappa], plotted["gairat_points"],
+                               rtol=1e-6)
+    for k in range(NUM_STEPS + 1):
+        if (kappa == k).any():
+            np.testing.assert_allclose(plotted["weight_per_kappa"][k], weight[kappa == k].mean())
+    assert "GAIRAT depends on κ" in plotted["caption"]
+
+
+def test_class_mean_weights_are_numpy_means_per_class(model, data, inspected):
+    figure, plotted = figures.class_mean_weights(model, *data.test, inspected=inspected)
+    assert len(figure.axes) == 1
+    np.testing.assert_array_equal(plotted["classes"], np.arange(10))
+    assert plotted["count"].sum() == len(data.y_test)
+    for label in range(10):
+        chosen = inspected["weight"][inspected["y"] == label]
+        assert plotted["count"][label] == len(chosen)
+        if len(chosen):
+            np.testing.assert_allclose(plotted["mean"][label], chosen.mean())
+
+
+def test_accuracy_scatter_means_and_stds_over_seeds():
+    rows = _rows()
+    _, plotted = figures.accuracy_scatter(rows)
+    assert list(plotted["methods"]) == ["mwat", "pgd_at"]
+    for method, entry in plotted["methods"].items():
+        group = [row for row in rows if row["method"] == method]
+        clean = np.array([row["clean"] for row in group])
+        worst = np.array([row["worst_case"] for row in group])
+        np.testing.assert_allclose(entry["clean_mean"], clean.mean())
+        np.testing.assert_allclose(entry["clean_std"], clean.std(ddof=1))
+        np.testing.assert_allclose(entry["robust_mean"], worst.mean())
+        np.testing.assert_allclose(entry["robust_std"], worst.std(ddof=1))
+        assert entry["seeds"] == [0, 1]
+    _, best = figures.accuracy_scatter(rows, checkpoint="best")
+    np.testing.assert_allclose(
+        best["methods"]["mwat"]["robust_mean"],
+        np.mean([row["best"]["worst_case"] for row in rows if row["method"] == "mwat"]))
+    with pytest.raises(ValueError, match="empty"):
+        figures.accuracy_scatter([])
+
+
+def test_training_curves_mean_over_seeds_per_epoch():
+    rows = _rows()
+    _, plotted = figures.training_curves(rows)
+    mwat = plotted["methods"]["mwat"]
+    histories = [row["history"] for row in rows if row["method"] == "mwat"]
+    for key in ("robust_accuracy", "val_robust_accuracy", "loss", "val_loss"):
+        np.testing.assert_allclose(mwat[key], np.mean([h[key] for h in histories], axis=0))
+    np.testing.assert_array_equal(mwat["epoch"], [1, 2, 3])
+    # pgd_at's seed 1 stopped after 2 epochs: epoch 3 is seed 0's value alone.
+    pgd = plotted["methods"]["pgd_at"]
+    seed0, seed1 = (row["history"] for row in rows if row["method"] == "pgd_at")
+    np.testing.assert_allclose(pgd["val_robust_accuracy"][:2],
+                               (np.array(seed0["val_robust_accuracy"][:2])
+                                + seed1["val_robust_accuracy"]) / 2)
+    np.testing.assert_allclose(pgd["val_robust_accuracy"][2], seed0["val_robust_accuracy"][2])
+
+
+def test_make_figures_writes_valid_pngs(results_dir, data, tmp_path):
+    out = tmp_path / "img"
+    paths = figures.make_figures(results_dir, out, data=data.test, n=24, seed=0)
+    assert [p.name for p in paths] == [f"{name}.png" for name in figures.FIGURE_NAMES]
+    for path in paths:
+        image = matplotlib.image.imread(path)
+        assert image.ndim == 3 and image.shape[0] > 100 and image.shape[1] > 100
+        assert image.shape[2] in (3, 4)
+
+
+def test_make_figures_skips_what_is_missing(tmp_path, capsys):
+    directory = tmp_path / "run"
+    for row in _rows():
+        path = directory / row["method"] / f"seed{row['seed']}"
+        path.mkdir(parents=True)
+        (path / "result.json").write_text(json.dumps(row))
+    paths = figures.run(directory, tmp_path / "img")
+    assert [p.name for p in paths] == ["accuracy_scatter.png", "training_curves.png"]
+    printed = capsys.readouterr().out
+    assert "skipped weight_vs_margin and class_mean_weights" in printed
+    assert f"wrote {paths[0]}" in printed
+    assert figures.make_figures(tmp_path / "empty", tmp_path / "img2") == []
+    assert "no result.json" in capsys.readouterr().out
