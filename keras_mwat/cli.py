@@ -135,6 +135,8 @@ def build_parser() -> argparse.ArgumentParser:
                          help="also evaluate the best-validation checkpoint with this suite")
     compare.add_argument("--resume", type=Path, default=None,
                          help="run directory of an unfinished comparison to continue")
+    compare.add_argument("--report-only", action="store_true",
+                         help="with --resume: tabulate the finished runs, train nothing")
     evaluate = commands.add_parser(
         "evaluate", help="evaluate a saved model's robustness (attacks in cascade, report)")
     evaluate.add_argument("--model", type=Path, required=True,
@@ -462,6 +464,8 @@ def compare(args: argparse.Namespace) -> dict:
     With ``--resume DIR`` the (method, seed) runs already finished in ``DIR`` are read back
     instead of being trained again, so a long comparison can be continued.
     """
+    if args.report_only and args.resume is None:
+        raise SystemExit("keras-mwat: --report-only needs --resume DIR")
     data, train_attack = _prepare(args)
     seeds = args.seeds or [args.seed]
     if args.resume is not None:
@@ -481,9 +485,14 @@ def compare(args: argparse.Namespace) -> dict:
                 rows.append(json.loads((directory / "result.json").read_text()))
                 print(f"== {method}, seed {seed}: done before, read back")
                 continue
+            if args.report_only:
+                print(f"== {method}, seed {seed}: not finished, left out")
+                continue
             directory.mkdir(parents=True, exist_ok=True)
             print(f"\n== {method}, seed {seed}")
             rows.append(_compare_one(method, seed, args, data, train_attack, directory))
+    if not rows:
+        raise SystemExit(f"keras-mwat: no finished runs in {run_dir}")
     table = summarize(rows)
     report = {"rows": rows, "test_samples": int(len(data.y_test)),
               "train_samples": int(len(data.y_train)), "seeds": seeds,

@@ -106,6 +106,13 @@ def test_compare_over_seeds_with_best_checkpoint_and_resume(tmp_path, capsys):
     # Resuming reads the finished runs back instead of training again.
     main(arguments)
     assert capsys.readouterr().out.count("done before, read back") == 2
+    # --report-only tabulates what is finished and trains nothing new.
+    only = [a if a != "0,1" else "0,1,2" for a in arguments] + ["--report-only"]
+    report = json.loads((tmp_path / "run" / "compare.json").read_text())
+    main(only)
+    assert "seed 2: not finished, left out" in capsys.readouterr().out
+    assert not (tmp_path / "run" / "pgd_at" / "seed2" / "result.json").exists()
+    assert json.loads((tmp_path / "run" / "compare.json").read_text())["rows"] == report["rows"]
 
 
 def test_compare_rejects_unknown_methods():
