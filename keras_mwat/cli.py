@@ -418,8 +418,9 @@ def _mean_std(values: list[float]) -> str:
     import numpy as np
 
     values = np.asarray(values, dtype=float)
-    spread = values.std(ddof=1) if len(values) > 1 else 0.0
-    return f"{values.mean():.4f} ± {spread:.4f}"
+    if len(values) < 2:  # no spread from one seed: do not print a misleading ± 0
+        return f"{values.mean():.4f}"
+    return f"{values.mean():.4f} ± {values.std(ddof=1):.4f}"
 
 
 def summarize(rows: list[dict]) -> str:
@@ -440,7 +441,7 @@ def summarize(rows: list[dict]) -> str:
     has_best = any("best" in row for row in rows)
     columns = ["method", "seeds", "clean", *attack_names, "worst case"]
     if has_best:
-        columns += ["best-ckpt clean", "best-ckpt worst case"]
+        columns += ["best-ckpt clean", "best-ckpt worst case (its suite)"]
     columns += ["train s"]
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     for method in methods:
