@@ -6,10 +6,29 @@ loss coefficients ``c_i(φ)`` from the weight network,
     θ'(φ) = θ − α · Σ_i c_i(φ) ∇_θ l_i(θ)          (the virtual SGD step)
     dL_meta(θ'(φ))/dφ                              (the hypergradient)
 
-The inner gradient is the backward pass of the recorded losses with ``c`` as output
-gradient, itself recorded by an outer tape, so the forward pass on the training batch is
-computed once and shared with the real step. Under ``tf.distribute`` the inner gradient is
-summed over replicas, so the virtual step is the one a single device would take.
+The hypergradient is evaluated in three phases:
+
+1. the inner gradient is the backward pass of the recorded losses with ``c`` as output
+   gradient, itself recorded by an outer tape (the forward pass on the training batch is
+   computed once and shared with the real step);
+2. ``v = ∇_θ' L_meta``: the meta loss is a sum of terms (e.g. the adversarial and the clean
+   cross-entropy), each differentiated on its own tape, one after the other (a term's
+   forward pass waits for the previous term's gradient), so that only one term's
+   activations are alive at a time;
+3. the outer tape's backward pass with ``v`` as output gradient. Since ``c`` enters the inner
+   gradient linearly, this computes ``dL/dc_i = −α ⟨v, ∇_θ l_i(θ)⟩`` for all i at once (the
+   reverse-over-reverse "double-backward" form of the Jacobian-vector product ``J v``),
+   then the backward pass through the weight network and the weight normalisation.
+
+Phases 2 and 3 together equal one reverse pass of ``L_meta(θ'(φ))`` (same value, same
+operations); the split only bounds the memory. ``virtual_step_forward_mode`` computes the
+same ``J v`` by forward mode instead (a ``ForwardAccumulator`` over a recomputed forward
+pass); it is slower on CPU (docs/benchmarks.md) and kept as a cross-check.
+
+Under ``tf.distribute`` the inner gradient is summed over replicas, so the virtual step is
+the one a single device would take; the backward pass of that all-reduce sums ``v`` over
+replicas, so every replica's hypergradient is that of the global meta loss through its own
+samples' coefficients.
 
 Under mixed precision both gradients go through loss scaling: the inner gradient is taken
 of the losses times ``inner_loss_scale`` (the classifier optimizer's scale) and divided by it
@@ -25,13 +44,69 @@ import tensorflow as tf
 
 from keras_mwat.weighting import global_sum
 
+MetaLoss = Callable[[list], tf.Tensor] | Sequence[Callable[[list], tf.Tensor]]
+
+
+def _inner_step(tape, theta, targets, output_gradients, inner_lr, inner_loss_scale):
+    """θ' = θ − α · Σ_replicas Σ_i c_i ∇_θ l_i, with ``c`` the output gradients."""
+    if inner_loss_scale is not None:
+        output_gradients = [g * tf.cast(inner_loss_scale, g.dtype) for g in output_gradients]
+    gradients = tape.gradient(targets, list(theta), output_gradients=output_gradients)
+    if inner_loss_scale is not None:
+        gradients = [None if g is None else g / tf.cast(inner_loss_scale, g.dtype)
+                     for g in gradients]
+    inner_lr = tf.cast(inner_lr, tf.float32)
+    theta_prime = [
+        value if grad is None
+        else value - tf.cast(inner_lr, value.dtype) * global_sum(grad)
+        for value, grad in zip(theta, gradients)
+    ]
+    return theta_prime, [g is not None for g in gradients]
+
+
+def meta_gradient(theta_prime: Sequence[tf.Tensor], meta_loss_fn: MetaLoss,
+                  scale_meta_loss: Callable[[tf.Tensor], tf.Tensor] | None = None):
+    """The meta loss at θ' and the gradient of its scaled value w.r.t. θ'.
+
+    Args:
+        theta_prime: The virtual classifier values.
+        meta_loss_fn: A function of θ' returning the scalar meta loss, or a sequence of
+            such functions whose sum is the meta loss; the terms are evaluated and
+            differentiated one after the other.
+        scale_meta_loss: Optional (linear) loss scaling applied to each term.
+
+    Returns:
+        ``(meta_loss, directions)``: the unscaled meta loss and ``∇_θ' scale(meta_loss)``,
+        one tensor per entry of ``theta_prime`` (zeros where unconnected).
+    """
+    terms = [meta_loss_fn] if callable(meta_loss_fn) else list(meta_loss_fn)
+    if not terms:
+        raise ValueError("`meta_loss_fn` must be a function or a non-empty sequence of them.")
+    theta_prime = list(theta_prime)
+    meta_loss, directions = None, None
+    for term in terms:
+        # In a graph, the term's forward pass starts once the previous gradient exists.
+        with tf.control_dependencies(directions or []):
+            with tf.GradientTape(watch_accessed_variables=False) as tape:
+                tape.watch(theta_prime)
+                loss = term(theta_prime)
+                scaled = loss if scale_meta_loss is None else scale_meta_loss(loss)
+        gradients = tape.gradient(scaled, theta_prime,
+                                  unconnected_gradients=tf.UnconnectedGradients.ZERO)
+        if directions is None:
+            meta_loss, directions = loss, gradients
+        else:
+            meta_loss = meta_loss + loss
+            directions = [a + b for a, b in zip(directions, gradients)]
+    return meta_loss, directions
+
 
 def virtual_step(
     tape: tf.GradientTape,
     theta: Sequence[tf.Tensor],
     loss_targets: Callable[[], tuple[list, list]],
     inner_lr,
-    meta_loss_fn: Callable[[list], tf.Tensor],
+    meta_loss_fn: MetaLoss,
     variables: Sequence,
     inner_loss_scale=None,
     scale_meta_loss: Callable[[tf.Tensor], tf.Tensor] | None = None,
@@ -45,12 +120,14 @@ def virtual_step(
             the recorded per-sample loss tensors and their coefficients, which depend on
             ``variables`` (the weight network's).
         inner_lr: Step size α of the virtual step (scalar).
-        meta_loss_fn: Maps the virtual values θ' to the scalar meta loss.
+        meta_loss_fn: Maps the virtual values θ' to the scalar meta loss; or a sequence of
+            such functions whose sum is the meta loss (differentiated one after the other,
+            which bounds the memory to one term's activations).
         variables: The weight network's trainable variables.
         inner_loss_scale: Optional float32 scalar multiplying the inner gradient's output
             gradients (mixed precision); the gradient is divided by it before the step.
         scale_meta_loss: Optional function applied to the meta loss before differentiation
-            (an optimizer's ``scale_loss``).
+            (an optimizer's ``scale_loss``; it must be linear, as loss scaling is).
 
     Returns:
         ``(meta_loss, hypergradients)``, the latter aligned with ``variables`` and taken of
@@ -58,20 +135,54 @@ def virtual_step(
     """
     with tf.GradientTape() as outer:
         targets, output_gradients = loss_targets()
-        if inner_loss_scale is not None:
-            output_gradients = [g * tf.cast(inner_loss_scale, g.dtype)
-                                for g in output_gradients]
-        gradients = tape.gradient(targets, list(theta), output_gradients=output_gradients)
-        if inner_loss_scale is not None:
-            gradients = [None if g is None else g / tf.cast(inner_loss_scale, g.dtype)
-                         for g in gradients]
-        inner_lr = tf.cast(inner_lr, tf.float32)
-        theta_prime = [
-            value if grad is None
-            else value - tf.cast(inner_lr, value.dtype) * global_sum(grad)
-            for value, grad in zip(theta, gradients)
-        ]
-        meta_loss = meta_loss_fn(theta_prime)
-        scaled = meta_loss if scale_meta_loss is None else scale_meta_loss(meta_loss)
-    hypergradients = outer.gradient(scaled, list(variables))
+        theta_prime, connected = _inner_step(tape, theta, targets, output_gradients,
+                                             inner_lr, inner_loss_scale)
+    meta_loss, directions = meta_gradient(theta_prime, meta_loss_fn, scale_meta_loss)
+    pairs = [(value, direction) for value, direction, linked
+             in zip(theta_prime, directions, connected) if linked]
+    hypergradients = outer.gradient([value for value, _ in pairs], list(variables),
+                                    output_gradients=[direction for _, direction in pairs])
+    return meta_loss, hypergradients
+
+
+def virtual_step_forward_mode(
+    tape: tf.GradientTape,
+    theta: Sequence[tf.Tensor],
+    loss_targets: Callable[[], tuple[list, list]],
+    inner_lr,
+    meta_loss_fn: MetaLoss,
+    variables: Sequence,
+    losses_at: Callable[[list], list],
+    inner_loss_scale=None,
+    scale_meta_loss: Callable[[tf.Tensor], tf.Tensor] | None = None,
+):
+    """``virtual_step`` with ``J v`` by forward mode: the same value, evaluated otherwise.
+
+    The inner gradient is a plain backward pass (no second-order graph); ``J v``, the
+    per-sample products ``⟨v, ∇_θ l_i(θ)⟩``, is one forward-mode JVP of the per-sample losses
+    at θ in the direction ``v = ∇_θ' L_meta``, for which ``losses_at(theta)`` recomputes
+    the loss targets (the same list, in the same order, as ``loss_targets`` returns) under
+    a ``tf.autodiff.ForwardAccumulator``. Then ``dL/dc = −α J v`` is pulled back through the
+    weight network. Costs one forward pass more than ``virtual_step`` (the recomputed
+    primal); measured slower on CPU. Arguments as ``virtual_step``. Tested against finite
+    differences and against ``virtual_step`` on one device (not under ``tf.distribute``).
+    """
+    with tf.GradientTape() as weights_tape:
+        targets, output_gradients = loss_targets()
+    constants = [tf.stop_gradient(g) for g in output_gradients]
+    theta_prime, connected = _inner_step(tape, theta, targets, constants, inner_lr,
+                                         inner_loss_scale)
+    meta_loss, directions = meta_gradient(theta_prime, meta_loss_fn, scale_meta_loss)
+    directions = [global_sum(d) if linked else tf.zeros_like(d)
+                  for d, linked in zip(directions, connected)]
+    with tf.autodiff.ForwardAccumulator(list(theta), directions) as accumulator:
+        recomputed = losses_at(list(theta))
+    inner_lr = tf.cast(inner_lr, tf.float32)
+    pairs = []
+    for target, coefficient in zip(recomputed, output_gradients):
+        tangent = accumulator.jvp(target, unconnected_gradients=tf.UnconnectedGradients.ZERO)
+        pairs.append((coefficient, -tf.cast(inner_lr, coefficient.dtype)
+                      * tf.cast(tangent, coefficient.dtype)))
+    hypergradients = weights_tape.gradient([c for c, _ in pairs], list(variables),
+                                           output_gradients=[a for _, a in pairs])
     return meta_loss, hypergradients

@@ -11,6 +11,8 @@ are all options; see docs/method.md.
 
 from __future__ import annotations
 
+import dataclasses
+
 import keras
 import numpy as np
 import tensorflow as tf
@@ -73,6 +75,12 @@ class MWATModel(AdversarialTrainingModel):
     model.fit(data.train_dataset(), validation_data=data.validation_dataset(), epochs=2)
     ```
     """
+
+    #: How the hypergradient's per-sample products ``<∇_θ' L, ∇_θ l_i>`` are evaluated:
+    #: "reverse" (backward pass through the recorded inner gradient; the default) or
+    #: "forward" (forward-mode JVP over a recomputed forward pass: the same value, one
+    #: forward pass more, slower on CPU; see docs/benchmarks.md).
+    hypergradient_mode = "reverse"
 
     def __init__(
         self,
@@ -299,23 +307,41 @@ class MWATModel(AdversarialTrainingModel):
 
         x_meta, y_meta, x_meta_adv = self.meta_batch(step, mask, meta_batch)
 
-        def meta_loss_fn(theta_prime):
-            total = 0.0
-            size = weighting.global_batch_size(y_meta)
-            if self.meta_objective in ("adversarial", "both"):
-                logits, _ = self.forward(theta_prime, step.non_trainable, x_meta_adv)
-                total += tf.reduce_sum(losses.cross_entropy(y_meta, logits)) / size
-            if self.meta_objective in ("clean", "both"):
-                logits, _ = self.forward(theta_prime, step.non_trainable, x_meta)
-                total += tf.reduce_sum(losses.cross_entropy(y_meta, logits)) / size
-            return total
+        size = weighting.global_batch_size(y_meta)
 
+        def meta_term(inputs):
+            def term(theta_prime):
+                logits, _ = self.forward(theta_prime, step.non_trainable, inputs)
+                return tf.reduce_sum(losses.cross_entropy(y_meta, logits)) / size
+            return term
+
+        # The meta loss as a sum of terms: bilevel differentiates them one after the other.
+        meta_terms = []
+        if self.meta_objective in ("adversarial", "both"):
+            meta_terms.append(meta_term(x_meta_adv))
+        if self.meta_objective in ("clean", "both"):
+            meta_terms.append(meta_term(x_meta))
+
+        arguments = dict(inner_loss_scale=self.optimizer.scale_loss(tf.constant(1.0)),
+                         scale_meta_loss=self.meta_optimizer.scale_loss)
+        validation.check_choice(self.hypergradient_mode, "hypergradient_mode",
+                                ("reverse", "forward"))
+        if self.hypergradient_mode == "forward":
+            def losses_at(theta):
+                """The loss targets recomputed at ``theta`` (same forward passes)."""
+                replay = dataclasses.replace(step)
+                replay.logits_adv, _ = self.forward(theta, step.non_trainable, step.x_adv)
+                if self.needs_natural_logits:
+                    replay.logits_natural, _ = self.forward(theta, step.non_trainable, step.x)
+                replay.weighted_loss, replay.unweighted_loss = self.sample_losses(replay)
+                return self.loss_targets(replay, tf.zeros_like(replay.weighted_loss))[0]
+
+            return bilevel.virtual_step_forward_mode(
+                step.tape, step.theta, loss_targets, self.virtual_learning_rate(), meta_terms,
+                self.weight_net.trainable_variables, losses_at, **arguments)
         return bilevel.virtual_step(
-            step.tape, step.theta, loss_targets, self.virtual_learning_rate(), meta_loss_fn,
-            self.weight_net.trainable_variables,
-            inner_loss_scale=self.optimizer.scale_loss(tf.constant(1.0)),
-            scale_meta_loss=self.meta_optimizer.scale_loss,
-        )
+            step.tape, step.theta, loss_targets, self.virtual_learning_rate(), meta_terms,
+            self.weight_net.trainable_variables, **arguments)
 
     def meta_batch(self, step: TrainingStep, mask, meta_batch=None):
         """(x_meta, y_meta, x_meta_adv) for the meta loss (x_meta_adv None if unused).

@@ -1,4 +1,4 @@
-"""Finite-difference check of the bilevel hypergradient (float64)."""
+"""Finite-difference check of the bilevel hypergradient (float64), both evaluation modes."""
 
 import keras
 import numpy as np
@@ -27,31 +27,46 @@ def make_classifier(batch_norm: bool):
     return keras.Sequential(layers)
 
 
-def meta_loss_and_hypergradient(classifier, weight_net, x, y, x_meta, y_meta, inner_lr):
+def meta_loss_and_hypergradient(classifier, weight_net, x, y, x_meta, y_meta, inner_lr,
+                                mode="reverse", split_terms=True):
+    """The bilevel meta loss (mean CE on the meta batch plus 0.5 x mean CE on the training
+    batch, at the look-ahead values) and its hypergradient, by ``mode``."""
     theta = [tf.convert_to_tensor(v) for v in classifier.trainable_variables]
     non_trainable = [tf.convert_to_tensor(v) for v in classifier.non_trainable_variables]
+
+    def losses_at(values):
+        logits, _ = classifier.stateless_call(values, non_trainable, x, training=True)
+        return [losses.cross_entropy(y, logits)]
+
     with tf.GradientTape(persistent=True, watch_accessed_variables=False) as tape:
         tape.watch(theta)
-        logits, _ = classifier.stateless_call(theta, non_trainable, x, training=True)
-        per_sample = losses.cross_entropy(y, logits)
+        per_sample = losses_at(theta)[0]
+    logits, _ = classifier.stateless_call(theta, non_trainable, x, training=True)
     features = tf.stop_gradient(margins.multiclass_margin(y, logits))
 
     def loss_targets():
         coefficients = weighting.loss_coefficients(weight_net(features), "mean")
         return [per_sample], [coefficients]
 
-    def meta_loss_fn(theta_prime):
-        meta_logits, _ = classifier.stateless_call(theta_prime, non_trainable, x_meta,
-                                                   training=True)
-        return tf.reduce_mean(losses.cross_entropy(y_meta, meta_logits))
+    def term(inputs, labels, factor):
+        def loss(theta_prime):
+            meta_logits, _ = classifier.stateless_call(theta_prime, non_trainable, inputs,
+                                                       training=True)
+            return factor * tf.reduce_mean(losses.cross_entropy(labels, meta_logits))
+        return loss
 
+    terms = [term(x_meta, y_meta, 1.0), term(x, y, 0.5)]
+    meta_loss_fn = terms if split_terms else (lambda values: terms[0](values) + terms[1](values))
+    if mode == "forward":
+        return bilevel.virtual_step_forward_mode(tape, theta, loss_targets, inner_lr,
+                                                 meta_loss_fn, weight_net.trainable_variables,
+                                                 losses_at)
     return bilevel.virtual_step(tape, theta, loss_targets, inner_lr, meta_loss_fn,
                                 weight_net.trainable_variables)
 
 
-@pytest.mark.parametrize("batch_norm", [False, True])
-def test_hypergradient_matches_finite_differences(float64, batch_norm):
-    keras.utils.set_random_seed(3)
+def make_problem(batch_norm, seed=3):
+    keras.utils.set_random_seed(seed)
     classifier = make_classifier(batch_norm)
     weight_net = WeightNetwork(hidden_units=(4,), activation="tanh", dtype="float64")
     weight_net.build((None, 6))
@@ -60,10 +75,17 @@ def test_hypergradient_matches_finite_differences(float64, batch_norm):
     y = rng.integers(0, 3, 16)
     x_meta = rng.normal(size=(12, 5))
     y_meta = rng.integers(0, 3, 12)
+    return classifier, weight_net, (x, y, x_meta, y_meta)
+
+
+@pytest.mark.parametrize("mode", ["reverse", "forward"])
+@pytest.mark.parametrize("batch_norm", [False, True])
+def test_hypergradient_matches_finite_differences(float64, batch_norm, mode):
+    classifier, weight_net, (x, y, x_meta, y_meta) = make_problem(batch_norm)
     inner_lr = 0.5
 
     meta_loss, hypergradients = meta_loss_and_hypergradient(
-        classifier, weight_net, x, y, x_meta, y_meta, inner_lr)
+        classifier, weight_net, x, y, x_meta, y_meta, inner_lr, mode=mode)
     assert meta_loss.dtype == tf.float64
     flat = np.concatenate([g.numpy().ravel() for g in hypergradients])
     assert np.all(np.isfinite(flat)) and np.abs(flat).max() > 0
@@ -91,6 +113,33 @@ def test_hypergradient_matches_finite_differences(float64, batch_norm):
     assert checked >= 6
 
 
+@pytest.mark.parametrize("batch_norm", [False, True])
+def test_evaluation_orders_agree(float64, batch_norm):
+    """One reverse pass of the summed meta loss (the pre-split evaluation), the terms
+    differentiated one after the other, and forward mode give the same hypergradient."""
+    classifier, weight_net, (x, y, x_meta, y_meta) = make_problem(batch_norm, seed=5)
+    results = [meta_loss_and_hypergradient(classifier, weight_net, x, y, x_meta, y_meta, 0.3,
+                                           mode=mode, split_terms=split)
+               for mode, split in (("reverse", False), ("reverse", True), ("forward", True))]
+    reference_loss, reference = results[0]
+    scale = max(np.abs(g.numpy()).max() for g in reference)
+    for meta_loss, gradients in results[1:]:
+        np.testing.assert_allclose(float(meta_loss), float(reference_loss), rtol=1e-12)
+        for a, b in zip(gradients, reference):
+            np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=0, atol=1e-12 * scale)
+
+
+def test_graph_mode_matches_eager(float64):
+    """Inside a tf.function (as in training) the sequenced terms give the eager value."""
+    classifier, weight_net, (x, y, x_meta, y_meta) = make_problem(True, seed=6)
+    eager = meta_loss_and_hypergradient(classifier, weight_net, x, y, x_meta, y_meta, 0.3)
+    graph = tf.function(lambda: meta_loss_and_hypergradient(
+        classifier, weight_net, x, y, x_meta, y_meta, 0.3))()
+    np.testing.assert_allclose(float(graph[0]), float(eager[0]), rtol=1e-12)
+    for a, b in zip(graph[1], eager[1]):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-10, atol=1e-14)
+
+
 def test_zero_inner_lr_gives_zero_hypergradient(float64):
     """With α = 0 the virtual classifier does not depend on the weights."""
     keras.utils.set_random_seed(4)
@@ -102,3 +151,57 @@ def test_zero_inner_lr_gives_zero_hypergradient(float64):
     _, hypergradients = meta_loss_and_hypergradient(classifier, weight_net, x, y, x, y, 0.0)
     for gradient in hypergradients:
         assert gradient is None or np.abs(gradient.numpy()).max() == 0.0
+
+
+@pytest.mark.parametrize("options", [
+    {}, {"base": "trades"}, {"meta_source": "split", "meta_objective": "adversarial"}])
+def test_model_forward_mode_matches_reverse(options):
+    """MWATModel.hypergradient: hypergradient_mode="forward" gives the default's value."""
+    from keras_mwat import MWATModel
+    from keras_mwat.methods.base import TrainingStep
+    from tests.methods.helpers import deterministic_attack, make_cnn
+
+    rng = np.random.default_rng(2)
+    x = tf.constant(rng.uniform(0, 1, (24, 28, 28, 1)).astype("float32"))
+    y = tf.constant(rng.integers(0, 10, 24).astype("int32"))
+    results = []
+    for mode in ("reverse", "forward"):
+        model = MWATModel(make_cnn(batch_norm=True), attack=deterministic_attack(), seed=0,
+                          **options)
+        model.compile(optimizer=keras.optimizers.SGD(0.1))
+        model.hypergradient_mode = mode
+        classifier = model.classifier
+        theta = [tf.convert_to_tensor(v) for v in classifier.trainable_variables]
+        non_trainable = [tf.convert_to_tensor(v) for v in classifier.non_trainable_variables]
+        x_adv = model.attack.perturb(model.classifier_fn(), x, y)
+        step = TrainingStep(x=x, y=y, x_adv=x_adv, logits_clean=classifier(x), theta=theta,
+                            non_trainable=non_trainable)
+        with tf.GradientTape(persistent=True, watch_accessed_variables=False) as tape:
+            tape.watch(theta)
+            step.logits_adv, _ = model.forward(theta, non_trainable, x_adv)
+            if model.needs_natural_logits:
+                step.logits_natural, _ = model.forward(theta, non_trainable, x)
+            step.weighted_loss, step.unweighted_loss = model.sample_losses(step)
+        step.tape = tape
+        meta_loss, gradients = model.hypergradient(step, model.weight_features(step))
+        results.append((float(meta_loss), np.concatenate([g.numpy().ravel()
+                                                           for g in gradients])))
+    (loss_a, flat_a), (loss_b, flat_b) = results
+    assert loss_a == pytest.approx(loss_b, rel=1e-6)
+    assert np.abs(flat_a).max() > 0
+    np.testing.assert_allclose(flat_b, flat_a, rtol=0, atol=1e-4 * np.abs(flat_a).max())
+
+
+def test_unknown_hypergradient_mode_is_refused():
+    from keras_mwat import MWATModel
+    from keras_mwat.methods.base import TrainingStep
+    from tests.methods.helpers import deterministic_attack, make_cnn
+
+    model = MWATModel(make_cnn(), attack=deterministic_attack(), seed=0)
+    model.compile(optimizer=keras.optimizers.SGD(0.1))
+    model.hypergradient_mode = "sideways"
+    x = tf.zeros((4, 28, 28, 1))
+    y = tf.zeros((4,), tf.int32)
+    step = TrainingStep(x=x, y=y, x_adv=x, logits_clean=model.classifier(x))
+    with pytest.raises(ValueError, match="hypergradient_mode"):
+        model.hypergradient(step, tf.zeros((4, model.feature_dim())))
