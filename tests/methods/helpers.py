@@ -24,3 +24,29 @@ def clone(model):
 
 def weights_of(model):
     return [np.array(w) for w in model.get_weights()]
+
+
+def recorded_step(model, x, y):
+    """The ``TrainingStep`` that ``train_step`` builds before its meta update, for tests.
+
+    Attacks ``x``, records the per-sample losses of a training-mode forward on a persistent
+    tape watching the classifier's values, and returns the step (``step.tape`` set).
+    """
+    import tensorflow as tf
+
+    from keras_mwat.methods.base import TrainingStep
+
+    classifier = model.classifier
+    theta = [tf.convert_to_tensor(v) for v in classifier.trainable_variables]
+    non_trainable = [tf.convert_to_tensor(v) for v in classifier.non_trainable_variables]
+    x_adv = model.attack.perturb(model.classifier_fn(), x, y)
+    step = TrainingStep(x=x, y=y, x_adv=x_adv, logits_clean=classifier(x), theta=theta,
+                        non_trainable=non_trainable)
+    with tf.GradientTape(persistent=True, watch_accessed_variables=False) as tape:
+        tape.watch(theta)
+        step.logits_adv, _ = model.forward(theta, non_trainable, x_adv)
+        if model.needs_natural_logits:
+            step.logits_natural, _ = model.forward(theta, non_trainable, x)
+        step.weighted_loss, step.unweighted_loss = model.sample_losses(step)
+    step.tape = tape
+    return step

@@ -158,8 +158,7 @@ def test_zero_inner_lr_gives_zero_hypergradient(float64):
 def test_model_forward_mode_matches_reverse(options):
     """MWATModel.hypergradient: hypergradient_mode="forward" gives the default's value."""
     from keras_mwat import MWATModel
-    from keras_mwat.methods.base import TrainingStep
-    from tests.methods.helpers import deterministic_attack, make_cnn
+    from tests.methods.helpers import deterministic_attack, make_cnn, recorded_step
 
     rng = np.random.default_rng(2)
     x = tf.constant(rng.uniform(0, 1, (24, 28, 28, 1)).astype("float32"))
@@ -170,19 +169,7 @@ def test_model_forward_mode_matches_reverse(options):
                           **options)
         model.compile(optimizer=keras.optimizers.SGD(0.1))
         model.hypergradient_mode = mode
-        classifier = model.classifier
-        theta = [tf.convert_to_tensor(v) for v in classifier.trainable_variables]
-        non_trainable = [tf.convert_to_tensor(v) for v in classifier.non_trainable_variables]
-        x_adv = model.attack.perturb(model.classifier_fn(), x, y)
-        step = TrainingStep(x=x, y=y, x_adv=x_adv, logits_clean=classifier(x), theta=theta,
-                            non_trainable=non_trainable)
-        with tf.GradientTape(persistent=True, watch_accessed_variables=False) as tape:
-            tape.watch(theta)
-            step.logits_adv, _ = model.forward(theta, non_trainable, x_adv)
-            if model.needs_natural_logits:
-                step.logits_natural, _ = model.forward(theta, non_trainable, x)
-            step.weighted_loss, step.unweighted_loss = model.sample_losses(step)
-        step.tape = tape
+        step = recorded_step(model, x, y)
         meta_loss, gradients = model.hypergradient(step, model.weight_features(step))
         results.append((float(meta_loss), np.concatenate([g.numpy().ravel()
                                                            for g in gradients])))

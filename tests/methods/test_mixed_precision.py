@@ -7,9 +7,8 @@ import pytest
 import tensorflow as tf
 
 import keras_mwat as km
-from keras_mwat.methods.base import TrainingStep
 from tests.methods import distribute_script as setup
-from tests.methods.helpers import deterministic_attack
+from tests.methods.helpers import deterministic_attack, recorded_step
 
 CONFIGS = ["mwat_batch", "mwat_split", "mwat_trades", "mwn", "pgd_at", "trades", "mart",
            "mail", "gairat", "wmmr"]
@@ -74,16 +73,7 @@ def _hypergradient(policy, x, y):
     classifier = km.zoo.small_cnn(width=4)
     model = km.MWATModel(classifier, attack=deterministic_attack(), seed=0)
     model.compile(optimizer=keras.optimizers.SGD(0.05, momentum=0.9))
-    theta = [tf.convert_to_tensor(v) for v in classifier.trainable_variables]
-    non_trainable = [tf.convert_to_tensor(v) for v in classifier.non_trainable_variables]
-    x_adv = model.attack.perturb(model.classifier_fn(), x, y)
-    step = TrainingStep(x=x, y=y, x_adv=x_adv, logits_clean=classifier(x), theta=theta,
-                        non_trainable=non_trainable)
-    with tf.GradientTape(persistent=True, watch_accessed_variables=False) as tape:
-        tape.watch(theta)
-        step.logits_adv, _ = model.forward(theta, non_trainable, x_adv)
-        step.weighted_loss, step.unweighted_loss = model.sample_losses(step)
-    step.tape = tape
+    step = recorded_step(model, x, y)
     features = model.weight_features(step)
     assert features.dtype == tf.float32
     assert model.weight_net(features).dtype == tf.float32

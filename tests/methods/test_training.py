@@ -6,7 +6,13 @@ import pytest
 import tensorflow as tf
 
 import keras_mwat as km
-from tests.methods.helpers import clone, deterministic_attack, make_cnn, weights_of
+from tests.methods.helpers import (
+    clone,
+    deterministic_attack,
+    make_cnn,
+    recorded_step,
+    weights_of,
+)
 
 
 def sgd():
@@ -88,18 +94,7 @@ def test_weight_network_gradient_is_finite_and_nonzero(tiny_data):
     model.compile(optimizer=sgd())
     x = tf.constant(tiny_data.x_train[:32])
     y = tf.constant(tiny_data.y_train[:32].astype("int32"))
-    from keras_mwat.methods.base import TrainingStep
-    classifier = model.classifier
-    theta = [tf.convert_to_tensor(v) for v in classifier.trainable_variables]
-    non_trainable = [tf.convert_to_tensor(v) for v in classifier.non_trainable_variables]
-    x_adv = model.attack.perturb(model.classifier_fn(), x, y)
-    step = TrainingStep(x=x, y=y, x_adv=x_adv, logits_clean=classifier(x), theta=theta,
-                        non_trainable=non_trainable)
-    with tf.GradientTape(persistent=True, watch_accessed_variables=False) as tape:
-        tape.watch(theta)
-        step.logits_adv, _ = model.forward(theta, non_trainable, x_adv)
-        step.weighted_loss, step.unweighted_loss = model.sample_losses(step)
-    step.tape = tape
+    step = recorded_step(model, x, y)
     features = km.margins.multiclass_margin(y, step.logits_adv)
     meta_loss, grads = model.hypergradient(step, features)
     flat = np.concatenate([g.numpy().ravel() for g in grads])
