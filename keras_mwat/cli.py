@@ -88,15 +88,68 @@ def _add_common_arguments(parser: argparse.ArgumentParser, default_eval: str = "
                         help="Keras progress output (0 silent, 1 bar, 2 one line per epoch)")
 
 
-def _method_list(text: str) -> list[str]:
+def parse_method_spec(spec: str) -> tuple[str, dict]:
+    """Splits a method spec ``NAME`` or ``NAME:key=value[:key=value...]`` (an ablation
+    variant: constructor arguments of the method) into ``(name, overrides)``.
+
+    Values are Python literals (``3``, ``0.5``, ``None``) or, failing that, strings. Unknown
+    methods and arguments the method's constructor does not take raise ``ValueError``; so
+    do object arguments (``meta_data``, ``weight_net``, ``meta_optimizer``). With
+    ``meta_source=dataset`` the commands pass the validation split as ``meta_data``.
+
+    Example:
+
+    ```python
+    parse_method_spec("mwat:meta_objective=adversarial:reweight_start_epoch=3")
+    # ("mwat", {"meta_objective": "adversarial", "reweight_start_epoch": 3})
+    ```
+    """
+    import ast
+    import inspect
+
     from keras_mwat.methods import METHODS
 
-    names = [name.strip() for name in text.split(",") if name.strip()]
-    unknown = [name for name in names if name not in METHODS]
-    if unknown or not names:
-        raise argparse.ArgumentTypeError(
-            f"unknown method(s) {unknown or text!r}; choose from {sorted(METHODS)}")
-    return names
+    name, *assignments = [part.strip() for part in str(spec).split(":")]
+    if name not in METHODS:
+        raise ValueError(f"unknown method {name!r} in {spec!r}; choose from {sorted(METHODS)}")
+    accepted = set()
+    for klass in METHODS[name].__mro__:  # a subclass may pass **kwargs on (MWN to MWAT)
+        if "__init__" in vars(klass) and klass.__module__.startswith("keras_mwat"):
+            accepted |= set(inspect.signature(vars(klass)["__init__"]).parameters)
+    accepted -= {"self", "classifier", "attack", "seed", "kwargs", "meta_data",
+                 "weight_net", "meta_optimizer"}
+    overrides = {}
+    for assignment in assignments:
+        key, sep, text = assignment.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise ValueError(f"expected key=value after {name!r} in {spec!r}, got "
+                             f"{assignment!r}")
+        if key not in accepted:
+            raise ValueError(f"{name} takes no argument {key!r} (in {spec!r}); it takes "
+                             f"{sorted(accepted)}")
+        try:
+            overrides[key] = ast.literal_eval(text.strip())
+        except (ValueError, SyntaxError):
+            overrides[key] = text.strip()
+    return name, overrides
+
+
+def _run_name(spec: str) -> str:
+    """Directory name of a method spec (``:`` is not portable in paths)."""
+    return spec.replace(":", "+")
+
+
+def _method_list(text: str) -> list[str]:
+    specs = [spec.strip() for spec in text.split(",") if spec.strip()]
+    if not specs:
+        raise argparse.ArgumentTypeError(f"no method in {text!r}")
+    for spec in specs:
+        try:
+            parse_method_spec(spec)
+        except ValueError as error:
+            raise argparse.ArgumentTypeError(str(error)) from None
+    return specs
 
 
 def _seed_list(text: str) -> list[int]:
@@ -127,7 +180,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     compare.add_argument("--methods", type=_method_list, default=_method_list(DEFAULT_COMPARE),
                          help=f"comma-separated methods (default {DEFAULT_COMPARE}; "
-                              f"all: {','.join(sorted(METHODS))})")
+                              f"all: {','.join(sorted(METHODS))}); an ablation variant "
+                              f"passes constructor arguments as NAME:key=value[:key=value], "
+                              f"e.g. mwat:meta_objective=adversarial")
     _add_common_arguments(compare, default_eval="standard")
     compare.add_argument("--seeds", type=_seed_list, default=None,
                          help="comma-separated seeds (overrides --seed), e.g. 0,1,2")
@@ -307,7 +362,10 @@ def _fit(method: str, args, data, train_attack, directory: Path, extra_callbacks
 
     keras.utils.set_random_seed(args.seed)  # the same initial weights for every method
     classifier = km.zoo.small_cnn(input_shape=data.input_shape, num_classes=data.num_classes)
-    model = km.METHODS[method](classifier, attack=train_attack, seed=args.seed)
+    name, overrides = parse_method_spec(method)
+    if overrides.get("meta_source") == "dataset":
+        overrides["meta_data"] = (data.x_val, data.y_val)  # the held-out (validation) split
+    model = km.METHODS[name](classifier, attack=train_attack, seed=args.seed, **overrides)
     if args.optimizer == "adam":
         optimizer = keras.optimizers.Adam(args.lr)
     else:
@@ -459,6 +517,23 @@ def summarize(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def _check_method_specs(specs: list[str], data, train_attack) -> None:
+    """Builds every method once before any training, so that a bad argument value of an
+    ablation variant fails at once (naming it) rather than hours into a comparison."""
+    import keras_mwat as km
+
+    for spec in specs:
+        name, overrides = parse_method_spec(spec)
+        if overrides.get("meta_source") == "dataset":
+            overrides["meta_data"] = (data.x_val[:1], data.y_val[:1])
+        classifier = km.zoo.small_cnn(input_shape=data.input_shape,
+                                      num_classes=data.num_classes)
+        try:
+            km.METHODS[name](classifier, attack=train_attack, **overrides)
+        except (ValueError, TypeError) as error:
+            raise SystemExit(f"keras-mwat: method {spec!r}: {error}") from None
+
+
 def compare(args: argparse.Namespace) -> dict:
     """Runs ``keras-mwat compare``; returns what it writes to ``compare.json``.
 
@@ -469,6 +544,7 @@ def compare(args: argparse.Namespace) -> dict:
         raise SystemExit("keras-mwat: --report-only needs --resume DIR")
     data, train_attack = _prepare(args)
     seeds = args.seeds or [args.seed]
+    _check_method_specs(args.methods, data, train_attack)
     if args.resume is not None:
         run_dir = args.resume
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -481,7 +557,7 @@ def compare(args: argparse.Namespace) -> dict:
     rows = []
     for seed in seeds:
         for method in args.methods:
-            directory = run_dir / method / f"seed{seed}"
+            directory = run_dir / _run_name(method) / f"seed{seed}"
             if (directory / "result.json").exists():
                 rows.append(json.loads((directory / "result.json").read_text()))
                 print(f"== {method}, seed {seed}: done before, read back")

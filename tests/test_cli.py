@@ -122,6 +122,57 @@ def test_compare_rejects_unknown_methods():
         build_parser().parse_args(["compare", "--methods", "pgd_at,fgsm_at"])
 
 
+def test_method_specs_parse_constructor_arguments():
+    import pytest
+
+    from keras_mwat.cli import parse_method_spec
+
+    assert parse_method_spec("mwat") == ("mwat", {})
+    assert parse_method_spec("mwat:meta_objective=adversarial:reweight_start_epoch=3") == (
+        "mwat", {"meta_objective": "adversarial", "reweight_start_epoch": 3})
+    assert parse_method_spec("mwn:meta_objective=both:inner_lr=None") == (
+        "mwn", {"meta_objective": "both", "inner_lr": None})
+    with pytest.raises(ValueError, match="unknown method 'mwatt'"):
+        parse_method_spec("mwatt:margin=scalar")
+    with pytest.raises(ValueError, match="takes no argument 'margins'"):
+        parse_method_spec("mwat:margins=scalar")
+    with pytest.raises(ValueError, match="expected key=value"):
+        parse_method_spec("mwat:scalar")
+    with pytest.raises(ValueError, match="takes no argument 'meta_data'"):
+        parse_method_spec("mwat:meta_data=x")
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["compare", "--methods", "pgd_at,mwat:meta_objective"])
+
+
+def test_compare_rejects_a_bad_variant_value_before_training(tmp_path):
+    import pytest
+
+    with pytest.raises(SystemExit, match="margin.*scalarr"):
+        main(["compare", "--methods", "pgd_at,mwat:margin=scalarr", "--epochs", "1",
+              "--subset", "64", "--verbose", "0", "--resume", str(tmp_path)])
+    assert not (tmp_path / "pgd_at").exists()
+
+
+def test_compare_runs_ablation_variants(tmp_path):
+    variants = ["mwat:meta_objective=adversarial:margin=scalar",
+                "mwat:meta_source=dataset:meta_batch_size=16"]
+    main(["compare", "--methods", ",".join(variants), "--epochs", "1", "--subset", "64",
+          "--test-subset", "32", "--train-steps", "1", "--eval-attacks", "pgd",
+          "--eval-steps", "2", "--eval-restarts", "1", "--best-eval", "none",
+          "--eps-warmup-epochs", "0", "--verbose", "0", "--resume", str(tmp_path)])
+    report = json.loads((tmp_path / "compare.json").read_text())
+    assert [row["method"] for row in report["rows"]] == variants
+    first = keras.models.load_model(
+        tmp_path / "mwat+meta_objective=adversarial+margin=scalar" / "seed0" / "model.keras")
+    assert (first.meta_objective, first.margin) == ("adversarial", "scalar")
+    # A loaded model falls back to the batch (its meta data is not saved); the batch size
+    # shows that the variant reached the constructor.
+    second = keras.models.load_model(
+        tmp_path / "mwat+meta_source=dataset+meta_batch_size=16" / "seed0" / "model.keras")
+    assert second.meta_batch_size == 16
+    assert f"| {variants[0]} | 0 |" in (tmp_path / "compare.md").read_text()
+
+
 def test_tune_runs_trials_with_scores(tmp_path, capsys):
     main(["tune", "--max-trials", "2", "--epochs", "1", "--subset", "96", "--train-steps",
           "1", "--batch-size", "32", "--directory", str(tmp_path)])
