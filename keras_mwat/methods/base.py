@@ -29,6 +29,7 @@ from keras_mwat.attacks import PGD, Attack
 from keras_mwat.attacks import get as get_attack
 from keras_mwat.methods import objectives, replicas
 from keras_mwat.methods.replicas import replica_count
+from keras_mwat.training_mode import output_depends_on_training
 
 _ACCURACY_NAMES = ("accuracy", "acc", "sparse_categorical_accuracy")
 
@@ -41,7 +42,8 @@ class TrainingStep:
         x: Clean inputs, (n, ...).
         y: Integer labels, (n,).
         x_adv: Adversarial inputs (no gradient path), (n, ...).
-        logits_clean: Clean logits in inference mode (computed once per step), (n, K).
+        logits_clean: Clean logits in inference mode (computed once per step; when
+            ``shares_clean_forward``, the equal training-mode ``logits_natural``), (n, K).
         logits_adv: Training-mode logits on ``x_adv``, recorded by ``tape``, (n, K).
         logits_natural: Training-mode logits on ``x`` (only for methods that ask for them).
         kappa: GAIRAT's per-sample count of attack steps classified correctly, or None.
@@ -167,6 +169,10 @@ class AdversarialTrainingModel(keras.Model):
         self.base_loss = losses.cross_entropy
         #: What the attack maximises and the per-sample losses (PGD-AT's by default).
         self.objective = objectives.CrossEntropyObjective()
+        #: Whether the training-mode forward on the clean inputs (methods that train on
+        #: them) also gives the attack's and the metrics' clean logits: only when no layer
+        #: behaves differently in training, so that the two are equal.
+        self.shares_clean_forward = not output_depends_on_training(classifier)
         low, high = self.attack.value_range or (0.0, 1.0)
         probe = np.random.default_rng(0).uniform(low, high, size=(4, *self.input_spec_shape))
         validation.check_logits(classifier(probe.astype("float32"), training=False),
@@ -365,20 +371,32 @@ class AdversarialTrainingModel(keras.Model):
     def train_step(self, data):
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
         y = _to_labels(y, self.num_classes)
-        logits_clean = tf.stop_gradient(self.classifier(x, training=False))
-        x_adv, kappa = self._attack(x, y, logits_clean, self.attack_seed())
-
         classifier_variables = self.classifier.trainable_variables
         theta = [tf.convert_to_tensor(v) for v in classifier_variables]
         non_trainable = [tf.convert_to_tensor(v) for v in self.classifier.non_trainable_variables]
+        tape = tf.GradientTape(persistent=True, watch_accessed_variables=False)
+        logits_natural = None
+        if self.needs_natural_logits and self.shares_clean_forward:
+            # One clean forward, recorded for the gradient, also serves the attack and the
+            # metrics (equal to inference mode for this classifier).
+            with tape:
+                tape.watch(theta)
+                logits_natural, _ = self.forward(theta, non_trainable, x)
+            logits_clean = tf.stop_gradient(logits_natural)
+        else:
+            logits_clean = tf.stop_gradient(self.classifier(x, training=False))
+        x_adv, kappa = self._attack(x, y, logits_clean, self.attack_seed())
+
         step = TrainingStep(x=x, y=y, x_adv=x_adv, logits_clean=logits_clean, kappa=kappa,
                             theta=theta, non_trainable=non_trainable)
         step.reweighting = tf.greater_equal(self.epoch, self.reweight_start_epoch)
-        with tf.GradientTape(persistent=True, watch_accessed_variables=False) as tape:
+        with tape:
             tape.watch(theta)
             step.logits_adv, new_non_trainable = self.forward(theta, non_trainable, x_adv)
             if self.needs_natural_logits:
-                step.logits_natural, _ = self.forward(theta, non_trainable, x)
+                if logits_natural is None:
+                    logits_natural, _ = self.forward(theta, non_trainable, x)
+                step.logits_natural = logits_natural
             step.weighted_loss, step.unweighted_loss = self.sample_losses(step)
         step.tape = tape
 

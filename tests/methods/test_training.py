@@ -42,6 +42,37 @@ def test_exactly_one_batchnorm_update_per_step(model_class, tiny_data):
     assert max(moved) > 1e-4
 
 
+@pytest.mark.parametrize("factory", [
+    lambda c, a: km.TRADESModel(c, attack=a, seed=2),
+    lambda c, a: km.MARTModel(c, attack=a, seed=2),
+    lambda c, a: km.MWATModel(c, attack=a, seed=2, base="trades"),
+])
+def test_shared_clean_forward_trains_as_two_separate_ones(factory, tiny_data):
+    """On a classifier without training-dependent layers, the recorded clean forward also
+    gives the attack's and the metrics' clean logits: same update as a separate inference
+    forward, to float tolerance."""
+    base = make_cnn()
+    results = []
+    for shared in (True, False):
+        keras.utils.set_random_seed(0)  # the same weight-network initialisation (MWAT)
+        model = factory(clone(base), deterministic_attack())
+        assert model.shares_clean_forward  # the small CNN has no BatchNorm or Dropout
+        model.shares_clean_forward = shared
+        model.compile(optimizer=sgd())
+        # One step: MWAT's Adam meta step turns float round-off in its (tiny, at
+        # initialisation) hypergradient into lr-sized differences on later steps.
+        logs = model.train_on_batch(tiny_data.x_train[:32], tiny_data.y_train[:32],
+                                    return_dict=True)
+        trained = [model.classifier] + ([model.weight_net] if hasattr(model, "weight_net")
+                                        else [])
+        results.append((sum((weights_of(m) for m in trained), []), logs))
+    for a, b in zip(results[0][0], results[1][0]):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    for name in ("loss", "accuracy", "robust_accuracy"):
+        np.testing.assert_allclose(results[0][1][name], results[1][1][name], rtol=1e-5)
+    assert not factory(make_cnn(batch_norm=True), deterministic_attack()).shares_clean_forward
+
+
 def test_mwat_equals_pgd_at_before_reweighting_starts(tiny_data):
     base = make_cnn()
     results = []
