@@ -466,9 +466,9 @@ def write_report(measured: dict, args, command: str) -> str:
         "",
         f"```\n{command}\n```",
         "",
-        f"Machine: {platform.machine()}, {os.cpu_count()} cores, shared and noisy: another "
-        "long job (a `keras-mwat compare` run) kept one core busy throughout; load average "
-        f"at the start, between the phases and at the end: {load}. TensorFlow "
+        f"Machine: {platform.machine()}, {os.cpu_count()} cores, shared and noisy (other "
+        "jobs may run: see the notes below the tables); load average at the start, between "
+        f"the phases and at the end: {load}. TensorFlow "
         f"{tf.__version__}, Keras {keras.__version__}, oneDNN {args.onednn} "
         f"(TF_ENABLE_ONEDNN_OPTS={'1' if args.onednn == 'on' else '0'}); one intra-op and one "
         "inter-op thread; process CPU time per step; variants interleaved round by round in "
