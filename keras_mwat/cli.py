@@ -190,6 +190,9 @@ def build_parser() -> argparse.ArgumentParser:
                          help="also evaluate the best-validation checkpoint with this suite")
     compare.add_argument("--resume", type=Path, default=None,
                          help="run directory of an unfinished comparison to continue")
+    compare.add_argument("--reference", default=None,
+                         help="method (spec) the paired worst-case difference is taken "
+                              "against (default pgd_at when compared)")
     compare.add_argument("--report-only", action="store_true",
                          help="with --resume: tabulate the finished runs, train nothing")
     evaluate = commands.add_parser(
@@ -472,32 +475,46 @@ def _compare_one(method: str, seed: int, args, data, train_attack, directory: Pa
     return row
 
 
-def _mean_std(values: list[float]) -> str:
+def _mean_std(values: list[float], signed: bool = False) -> str:
     import numpy as np
 
     values = np.asarray(values, dtype=float)
+    mean = f"{values.mean():+.4f}" if signed else f"{values.mean():.4f}"
     if len(values) < 2:  # no spread from one seed: do not print a misleading ± 0
-        return f"{values.mean():.4f}"
-    return f"{values.mean():.4f} ± {values.std(ddof=1):.4f}"
+        return mean
+    return f"{mean} ± {values.std(ddof=1):.4f}"
 
 
-def summarize(rows: list[dict]) -> str:
+def _reference_method(methods: list[str], reference: str | None) -> str | None:
+    if reference is not None:
+        return reference if reference in methods else None
+    return "pgd_at" if "pgd_at" in methods else None
+
+
+def summarize(rows: list[dict], reference: str | None = None) -> str:
     """A Markdown table of mean ± std (over seeds) per method, from ``compare`` rows.
 
     Columns: clean accuracy, the worst-case robust accuracy after each attack of the
-    cascade, the final worst case, the best-validation-checkpoint clean and worst case
-    (when evaluated), and the training time in seconds.
+    cascade, the final worst case, the paired difference of the worst case against the
+    ``reference`` method (default ``pgd_at`` when compared; per seed, then mean ± std over
+    the seeds both have: the same seed means the same initial weights and data order, so
+    this is less noisy than comparing the two means), the best-validation-checkpoint clean
+    and worst case (when evaluated), and the training time in seconds.
 
     Example:
 
     ```python
-    print(summarize(json.load(open("runs/.../compare.json"))["rows"]))
+    print(summarize(json.load(open("runs/.../compare.json"))["rows"], reference="pgd_at"))
     ```
     """
     methods = list(dict.fromkeys(row["method"] for row in rows))
     attack_names = [entry["name"] for entry in rows[0]["robustness"]["attacks"]]
     has_best = any("best" in row for row in rows)
+    reference = _reference_method(methods, reference)
+    baseline = {row["seed"]: row["worst_case"] for row in rows if row["method"] == reference}
     columns = ["method", "seeds", "clean", *attack_names, "worst case"]
+    if reference is not None:
+        columns.append(f"Δ worst case vs {reference} (paired)")
     if has_best:
         columns += ["best-ckpt clean", "best-ckpt worst case (its suite)"]
     columns += ["train s"]
@@ -508,6 +525,11 @@ def summarize(rows: list[dict]) -> str:
                  _mean_std([row["clean"] for row in group])]
         cells += [_mean_std([row[name] for row in group]) for name in attack_names]
         cells.append(_mean_std([row["worst_case"] for row in group]))
+        if reference is not None:
+            paired = [row["worst_case"] - baseline[row["seed"]] for row in group
+                      if row["seed"] in baseline]
+            cells.append("–" if method == reference or not paired else
+                         _mean_std(paired, signed=True))
         if has_best:
             chosen = [row["best"] for row in group if "best" in row]
             cells += [_mean_std([b["clean"] for b in chosen]) if chosen else "–",
@@ -570,7 +592,7 @@ def compare(args: argparse.Namespace) -> dict:
             rows.append(_compare_one(method, seed, args, data, train_attack, directory))
     if not rows:
         raise SystemExit(f"keras-mwat: no finished runs in {run_dir}")
-    table = summarize(rows)
+    table = summarize(rows, reference=args.reference)
     report = {"rows": rows, "test_samples": int(len(data.y_test)),
               "train_samples": int(len(data.y_train)), "seeds": seeds,
               **_settings(args, train_attack)}

@@ -79,7 +79,8 @@ def test_compare_trains_each_method_on_equal_footing(tmp_path, capsys):
         assert entry["config"]["num_steps"] == 3 and entry["config"]["num_restarts"] == 1
     assert report["seeds"] == [1] and report["test_samples"] == 48
     table = (run / "compare.md").read_text()
-    assert "| method | seeds | clean | PGD-3 | worst case | train s |" in table
+    assert ("| method | seeds | clean | PGD-3 | worst case | Δ worst case vs pgd_at (paired) "
+            "| train s |") in table
     assert "| trades | 1 |" in capsys.readouterr().out
     for method in ("pgd_at", "trades", "gairat"):
         assert (run / method / "seed1" / "model.keras").exists()
@@ -113,6 +114,29 @@ def test_compare_over_seeds_with_best_checkpoint_and_resume(tmp_path, capsys):
     assert "seed 2: not finished, left out" in capsys.readouterr().out
     assert not (tmp_path / "run" / "pgd_at" / "seed2" / "result.json").exists()
     assert json.loads((tmp_path / "run" / "compare.json").read_text())["rows"] == report["rows"]
+
+
+def test_summary_pairs_the_worst_case_difference_by_seed():
+    from keras_mwat.cli import summarize
+
+    def row(method, seed, worst):
+        return {"method": method, "seed": seed, "clean": 0.9, "PGD-3": worst + 0.1,
+                "worst_case": worst, "train_seconds": 1.0,
+                "robustness": {"attacks": [{"name": "PGD-3"}]}}
+
+    rows = [row("pgd_at", 0, 0.60), row("pgd_at", 1, 0.70), row("pgd_at", 2, 0.65),
+            row("mwat", 0, 0.62), row("mwat", 1, 0.71), row("mwat", 2, 0.69),
+            row("trades", 0, 0.75)]
+    table = summarize(rows)
+    differences = np.array([0.02, 0.01, 0.04])
+    expected = f"+{differences.mean():.4f} ± {differences.std(ddof=1):.4f}"
+    lines = {line.split(" | ")[0]: line for line in table.splitlines()}
+    assert expected in lines["| mwat"]
+    assert "| +0.1500 |" in lines["| trades"]  # one shared seed: no spread printed
+    assert "| – |" in lines["| pgd_at"]
+    # Another reference, and none when it was not compared.
+    assert "Δ worst case vs mwat (paired)" in summarize(rows, reference="mwat")
+    assert "Δ" not in summarize([r for r in rows if r["method"] != "pgd_at"])
 
 
 def test_compare_rejects_unknown_methods():
