@@ -79,19 +79,22 @@ DESCRIPTIONS = {
     "attack": "unit: the PGD-10 attack alone (10 x inference forward + input gradient)",
     "fwd_bwd": "unit: training forward + parameter gradient (no optimizer)",
 }
-# (label, numerator, denominator, target or None, exact lower bound in fwd_bwd passes or None)
-# The bound: training forward + backward passes that any exact implementation must add to a
-# PGD-10 AT step. MWAT: one look-ahead forward + backward at θ' per meta batch (2 for
-# "both"), plus the inner backward (θ' depends on the weights) and the per-sample products
-# J·v (at least a forward), together at least one more; k=4 spreads that over 4 steps.
-# TRADES: the recorded forward + backward on the clean inputs.
+# (label, numerator, denominator, target or None, exact lower bound or None). The bound is
+# (training forward + backward passes, backward passes) that any exact implementation must
+# add to a PGD-10 AT step, priced at this run's `fwd_bwd` and `fwd_bwd - forward`:
+# * MWAT: per meta batch a training forward + backward at θ' (2 batches for "both"); the
+#   inner backward (θ' is built from Σ c_i ∇ℓ_i: a backward pass of the recorded forward);
+#   and the products J·v = (<∇ℓ_i, v>)_i, whose tangent pass multiplies, layer by layer, the
+#   weight direction with the input and the weights with the input tangent: the products
+#   of a backward pass. `meta_update_every=4` divides the meta part by 4.
+# * TRADES: the recorded forward + backward on the clean inputs.
 RATIOS = (
-    ("MWAT / PGD-10 AT (batch, both)", "mwat", "pgd_at", 1.25, 3.0),
-    ("MWAT / PGD-10 AT (batch, adversarial)", "mwat_adv", "pgd_at", 1.25, 2.0),
-    ("MWAT k=4 / PGD-10 AT (both)", "mwat_k4", "pgd_at", 1.1, 0.75),
-    ("MWAT k=4 / PGD-10 AT (adversarial)", "mwat_adv_k4", "pgd_at", 1.1, 0.5),
+    ("MWAT / PGD-10 AT (batch, both)", "mwat", "pgd_at", 1.25, (2.0, 2.0)),
+    ("MWAT / PGD-10 AT (batch, adversarial)", "mwat_adv", "pgd_at", 1.25, (1.0, 2.0)),
+    ("MWAT k=4 / PGD-10 AT (both)", "mwat_k4", "pgd_at", 1.1, (0.5, 0.5)),
+    ("MWAT k=4 / PGD-10 AT (adversarial)", "mwat_adv_k4", "pgd_at", 1.1, (0.25, 0.5)),
     ("PGD-10 AT / plain", "pgd_at", "plain", 11.0, None),
-    ("TRADES / PGD-10 AT", "trades", "pgd_at", 1.15, 1.0),
+    ("TRADES / PGD-10 AT", "trades", "pgd_at", 1.15, (1.0, 0.0)),
 )
 BATCHES = (64, 128, 256)
 PGD_STEPS = (5, 10, 20)
@@ -322,13 +325,20 @@ def pooled_ratio(main: list, a: str, b: str) -> np.ndarray:
                            for run in main])
 
 
+#: How far a measured ratio may fall below its estimated bound: the bound prices passes at
+#: unit medians, and in the run of 2026-11-25 measured ratios fell up to 0.037 below it.
+BOUND_PRECISION = 0.03
+
+
 def verdict(value: float, target: float | None, bound: float | None = None) -> str:
     if target is None:
         return "–"
     if value <= target:
         return "met"
-    if bound is not None and bound > target:
-        return "**not met**: not reachable (exact bound > target)"
+    if bound is not None and bound > target + BOUND_PRECISION:
+        return "**not met**: not reachable (bound > target)"
+    if bound is not None and bound > target - BOUND_PRECISION:
+        return "**not met**: the bound is at the target (within its precision)"
     return "**not met**"
 
 
@@ -353,11 +363,14 @@ def model_section(model: str, result: dict, args) -> list:
     lines += ["", "### Ratios (per round, side by side; pooled over processes)", "",
               "| ratio | median | IQR | min–max | exact lower bound | target | status |",
               "|---|---|---|---|---|---|---|"]
-    fwd_bwd_share = float(np.median(pooled(main, "fwd_bwd")) / np.median(pooled(main, "pgd_at")))
+    pgd_ms = float(np.median(pooled(main, "pgd_at")))
+    fwd_bwd_ms = float(np.median(pooled(main, "fwd_bwd")))
+    backward_ms = fwd_bwd_ms - float(np.median(pooled(main, "forward")))
     for label, a, b, target, passes in RATIOS:
         median, q1, q3, low, high = stats(pooled_ratio(main, a, b))
         shown = "–" if target is None else f"≤ {target:g}"
-        bound = None if passes is None else 1.0 + passes * fwd_bwd_share
+        bound = None if passes is None else (
+            1.0 + (passes[0] * fwd_bwd_ms + passes[1] * backward_ms) / pgd_ms)
         lines.append(f"| {label} | {median:.3f} | {q1:.3f}–{q3:.3f} | {low:.3f}–{high:.3f} | "
                      f"{'–' if bound is None else f'{bound:.3f}'} | {shown} | "
                      f"{verdict(median, target, bound)} |")

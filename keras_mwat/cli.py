@@ -458,7 +458,8 @@ def _compare_one(method: str, seed: int, args, data, train_attack, directory: Pa
     last = _robustness(model.classifier, data, run_args, eps=args.eps,
                        verbose=min(args.verbose, 1))
     last.save(directory / "robustness.json")
-    row = {"method": method, "seed": seed, "clean": last.clean_accuracy,
+    row = {"method": method, "seed": seed, "config": _method_config(model),
+           "clean": last.clean_accuracy,
            **last.per_attack, "worst_case": last.robust_accuracy,
            "train_seconds": round(seconds, 1), "eval_seconds": round(last.duration_seconds, 1),
            "masking_warnings": len(last.warnings), "robustness": last.to_dict(),
@@ -473,6 +474,13 @@ def _compare_one(method: str, seed: int, args, data, train_attack, directory: Pa
                        "attacks": args.best_eval, "robustness": chosen.to_dict()}
     (directory / "result.json").write_text(json.dumps(row, indent=2))
     return row
+
+
+def _method_config(model) -> dict:
+    """The method's own options (the scalar entries of its Keras config), for the record:
+    which defaults a run had, whatever the defaults are later."""
+    return {key: value for key, value in model.get_config().items()
+            if value is None or isinstance(value, (str, int, float, bool))}
 
 
 def _mean_std(values: list[float], signed: bool = False) -> str:

@@ -212,7 +212,8 @@ class MWATHyperModel(keras_tuner.HyperModel):
         units = hp.Choice("weight_net_units", list(WEIGHT_NET_UNITS), default=100)
         meta_learning_rate = hp.Float("meta_learning_rate", *META_LEARNING_RATE_RANGE,
                                       sampling="log", default=1e-3)
-        meta_objective = hp.Choice("meta_objective", list(META_OBJECTIVES), default="both")
+        meta_objective = hp.Choice("meta_objective", list(META_OBJECTIVES),
+                                   default="adversarial")
         reweight_start_epoch = hp.Int("reweight_start_epoch", *REWEIGHT_START_EPOCH_RANGE,
                                       default=0)
 

@@ -186,6 +186,10 @@ def test_compare_runs_ablation_variants(tmp_path):
           "--eps-warmup-epochs", "0", "--verbose", "0", "--resume", str(tmp_path)])
     report = json.loads((tmp_path / "compare.json").read_text())
     assert [row["method"] for row in report["rows"]] == variants
+    # Each row records the options the run had (whatever the defaults become later).
+    assert report["rows"][0]["config"]["meta_objective"] == "adversarial"
+    assert report["rows"][0]["config"]["margin"] == "scalar"
+    assert report["rows"][1]["config"]["meta_batch_size"] == 16
     first = keras.models.load_model(
         tmp_path / "mwat+meta_objective=adversarial+margin=scalar" / "seed0" / "model.keras")
     assert (first.meta_objective, first.margin) == ("adversarial", "scalar")

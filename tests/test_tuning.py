@@ -117,7 +117,7 @@ def test_hyperparameters_reach_the_model():
     hp = keras_tuner.HyperParameters()
     model = hypermodel.build(hp)
     assert model.inner_lr is None  # default: the optimizer's learning rate
-    assert model.meta_objective == "both" and model.reweight_start_epoch == 0
+    assert model.meta_objective == "adversarial" and model.reweight_start_epoch == 0
     hp.values.update(separate_inner_lr=True, inner_lr=0.05, meta_objective="clean",
                      reweight_start_epoch=2, learning_rate=2e-3, meta_learning_rate=3e-3)
     model = hypermodel.build(hp)

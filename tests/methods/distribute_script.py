@@ -81,7 +81,7 @@ def configurations(x_meta, y_meta) -> dict:
     meta_batches = tf.data.Dataset.from_tensor_slices((x_meta, y_meta)).batch(16)
     return {
         "mwat_batch": (km.MWATModel, {"meta_source": "batch"}),
-        "mwat_split": (km.MWATModel, {"meta_source": "split"}),
+        "mwat_split": (km.MWATModel, {"meta_source": "split", "meta_objective": "both"}),
         "mwat_every2": (km.MWATModel, {"meta_update_every": 2, "meta_objective": "clean"}),
         "mwat_trades": (km.MWATModel, {"base": "trades", "weight_normalization": "sum",
                                        "attack": shifted_pgd()}),

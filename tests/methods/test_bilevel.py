@@ -154,7 +154,7 @@ def test_zero_inner_lr_gives_zero_hypergradient(float64):
 
 
 @pytest.mark.parametrize("options", [
-    {}, {"base": "trades"}, {"meta_source": "split", "meta_objective": "adversarial"}])
+    {}, {"base": "trades"}, {"meta_source": "split", "meta_objective": "both"}])
 def test_model_forward_mode_matches_reverse(options):
     """MWATModel.hypergradient: hypergradient_mode="forward" gives the default's value."""
     from keras_mwat import MWATModel

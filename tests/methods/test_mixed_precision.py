@@ -71,7 +71,9 @@ def _hypergradient(policy, x, y):
     keras.mixed_precision.set_global_policy(policy)
     keras.utils.set_random_seed(0)
     classifier = km.zoo.small_cnn(width=4)
-    model = km.MWATModel(classifier, attack=deterministic_attack(), seed=0)
+    # "both": two meta-loss terms, each scaled (the harder case for loss scaling).
+    model = km.MWATModel(classifier, attack=deterministic_attack(), seed=0,
+                         meta_objective="both")
     model.compile(optimizer=keras.optimizers.SGD(0.05, momentum=0.9))
     step = recorded_step(model, x, y)
     features = model.weight_features(step)

@@ -135,7 +135,7 @@ def test_weight_network_gradient_is_finite_and_nonzero(tiny_data):
 
 @pytest.mark.parametrize("options", [
     {"margin": "scalar"}, {"margin": "sorted"}, {"margin": "logit"},
-    {"meta_source": "split"}, {"meta_objective": "adversarial"}, {"meta_objective": "clean"},
+    {"meta_source": "split"}, {"meta_objective": "both"}, {"meta_objective": "clean"},
     {"weight_normalization": "sum"}, {"weight_normalization": "none"},
     {"meta_update_every": 2}, {"inner_lr": 0.1}, {"margin_source": "clean"},
 ])
