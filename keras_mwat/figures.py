@@ -679,7 +679,8 @@ def make_figures(
 
     ``accuracy_scatter.png`` and ``training_curves.png`` come from every ``result.json``
     under ``results_dir``; ``weight_vs_margin.png`` and ``class_mean_weights.png`` from the
-    model at ``model_path`` (default ``results_dir/mwat/seed0/model.keras``) on ``n`` points
+    model at ``model_path`` (default ``results_dir/mwat/seed0/model.keras``, else that of the
+    first MWAT variant ``results_dir/mwat+.../seed0``) on ``n`` points
     of ``data``. A skipped figure is reported with a printed note.
 
     Args:
@@ -709,8 +710,13 @@ def make_figures(
     out_dir.mkdir(parents=True, exist_ok=True)
     written: dict[str, Path] = {}
 
-    model_path = (results_dir / "mwat" / "seed0" / "model.keras" if model_path is None
-                  else Path(model_path))
+    if model_path is None:
+        # MWAT with the defaults, else the first MWAT variant ("mwat+key=value") of the run.
+        candidates = [results_dir / "mwat"] + sorted(results_dir.glob("mwat+*"))
+        model_path = next((c / "seed0" / "model.keras" for c in candidates
+                           if (c / "seed0" / "model.keras").exists()),
+                          results_dir / "mwat" / "seed0" / "model.keras")
+    model_path = Path(model_path)
     if not model_path.exists():
         print(f"figures: skipped weight_vs_margin and class_mean_weights (no model at "
               f"{model_path})")

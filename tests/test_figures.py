@@ -210,6 +210,13 @@ def test_make_figures_writes_valid_pngs(results_dir, data, tmp_path):
         assert image.shape[2] in (3, 4)
 
 
+def test_make_figures_finds_an_mwat_variant_model(results_dir, data, tmp_path):
+    """Without ``mwat/``, the weight figures use the first ``mwat+...`` variant's model."""
+    (results_dir / "mwat").rename(results_dir / "mwat+meta_objective=both")
+    paths = figures.make_figures(results_dir, tmp_path / "img", data=data.test, n=16, seed=0)
+    assert [p.name for p in paths][:2] == ["weight_vs_margin.png", "class_mean_weights.png"]
+
+
 def test_make_figures_skips_what_is_missing(tmp_path, capsys):
     directory = tmp_path / "run"
     for row in _rows():
