@@ -107,6 +107,12 @@ class AdversarialTrainingModel(keras.Model):
     margins, weights and losses are float32. ``jit_compile=True`` (XLA) works on one
     device and raises a ``ValueError`` under a strategy.
 
+    Methods that also train on the clean inputs (TRADES, MART, the TRADES bases) run one
+    clean forward pass, not two, when the classifier has no layer that behaves differently
+    in training (``shares_clean_forward``, from
+    ``keras_mwat.training_mode.output_depends_on_training``): the recorded training-mode
+    logits then also give the attack's and the metrics' clean logits, which are equal.
+
     Args:
         classifier: A built Keras model mapping inputs to logits.
         attack: The training attack (default: L-inf PGD-10, eps 8/255, step 2/255, in
