@@ -135,6 +135,17 @@ def parse_method_spec(spec: str) -> tuple[str, dict]:
     return name, overrides
 
 
+def _build_method(spec: str, classifier, attack, data, seed=None):
+    """The method of ``spec`` around ``classifier``; ``meta_source=dataset`` variants get
+    the validation split as their held-out meta set."""
+    import keras_mwat as km
+
+    name, overrides = parse_method_spec(spec)
+    if overrides.get("meta_source") == "dataset":
+        overrides["meta_data"] = (data.x_val, data.y_val)
+    return km.METHODS[name](classifier, attack=attack, seed=seed, **overrides)
+
+
 def _run_name(spec: str) -> str:
     """Directory name of a method spec (``:`` is not portable in paths)."""
     return spec.replace(":", "+")
@@ -365,10 +376,7 @@ def _fit(method: str, args, data, train_attack, directory: Path, extra_callbacks
 
     keras.utils.set_random_seed(args.seed)  # the same initial weights for every method
     classifier = km.zoo.small_cnn(input_shape=data.input_shape, num_classes=data.num_classes)
-    name, overrides = parse_method_spec(method)
-    if overrides.get("meta_source") == "dataset":
-        overrides["meta_data"] = (data.x_val, data.y_val)  # the held-out (validation) split
-    model = km.METHODS[name](classifier, attack=train_attack, seed=args.seed, **overrides)
+    model = _build_method(method, classifier, train_attack, data, seed=args.seed)
     if args.optimizer == "adam":
         optimizer = keras.optimizers.Adam(args.lr)
     else:
@@ -553,13 +561,10 @@ def _check_method_specs(specs: list[str], data, train_attack) -> None:
     import keras_mwat as km
 
     for spec in specs:
-        name, overrides = parse_method_spec(spec)
-        if overrides.get("meta_source") == "dataset":
-            overrides["meta_data"] = (data.x_val[:1], data.y_val[:1])
         classifier = km.zoo.small_cnn(input_shape=data.input_shape,
                                       num_classes=data.num_classes)
         try:
-            km.METHODS[name](classifier, attack=train_attack, **overrides)
+            _build_method(spec, classifier, train_attack, data)
         except (ValueError, TypeError) as error:
             raise SystemExit(f"keras-mwat: method {spec!r}: {error}") from None
 
