@@ -555,6 +555,42 @@ def summarize(rows: list[dict], reference: str | None = None) -> str:
     return "\n".join(lines)
 
 
+def best_versus_last(rows: list[dict]) -> str:
+    """A Markdown table of each run's best validation checkpoint against its last epoch.
+
+    Per ``compare`` row that has a best checkpoint: the epoch with the highest robust
+    validation accuracy (1-based), that accuracy at the best and the last epoch, the test
+    clean accuracy of both, and the test robust accuracy of the best checkpoint (under its
+    own suite, ``--best-eval``) next to the last epoch's after the first attack of the
+    cascade (the column nearest to it). A closing line counts the runs whose best epoch is
+    the last one.
+
+    Example:
+
+    ```python
+    print(best_versus_last(json.load(open("runs/.../compare.json"))["rows"]))
+    ```
+    """
+    runs = [row for row in rows if "best" in row]
+    if not runs:
+        return ""
+    first = runs[0]["robustness"]["attacks"][0]["name"]
+    lines = ["| method | seed | best epoch (of N) | val robust: best / last | "
+             f"test clean: best / last | test robust: best (its suite) / last ({first}) |",
+             "|---|---|---|---|---|---|"]
+    at_last = 0
+    for row in runs:
+        best, validation = row["best"], row["history"]["robust_val_accuracy"]
+        at_last += best["epoch"] == len(validation) - 1
+        lines.append(
+            f"| {row['method']} | {row['seed']} | {best['epoch'] + 1} of {len(validation)} | "
+            f"{best['val_robust']:.3f} / {validation[-1]:.3f} | "
+            f"{best['clean']:.3f} / {row['clean']:.3f} | "
+            f"{best['worst_case']:.3f} ({best['attacks']}) / {row[first]:.3f} |")
+    lines += ["", f"The best validation epoch is the last one in {at_last} of {len(runs)} runs."]
+    return "\n".join(lines)
+
+
 def _check_method_specs(specs: list[str], data, train_attack) -> None:
     """Builds every method once before any training, so that a bad argument value of an
     ablation variant fails at once (naming it) rather than hours into a comparison."""
@@ -619,7 +655,9 @@ def compare(args: argparse.Namespace) -> dict:
         f"{args.epochs} epochs. Attack columns give the worst-case robust accuracy after each "
         f"attack of the cascade. Best checkpoint: highest PGD-10 robust accuracy on the "
         f"validation split, evaluated with the '{args.best_eval}' suite. Attacks: {settings}\n"
-        f"\nCommand: `{command}`\n")
+        f"\nCommand: `{command}`\n"
+        + (f"\n## Best checkpoint against last epoch\n\n{best_versus_last(rows)}\n"
+           if any("best" in row for row in rows) else ""))
     print("\n" + table)
     print(f"\nwrote {run_dir / 'compare.json'} and {run_dir / 'compare.md'}")
     return report

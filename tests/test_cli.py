@@ -102,7 +102,10 @@ def test_compare_over_seeds_with_best_checkpoint_and_resume(tmp_path, capsys):
     # mean ± std over the two seeds, computed independently
     clean = np.array([row["clean"] for row in rows])
     expected = f"{clean.mean():.4f} ± {clean.std(ddof=1):.4f}"
-    assert expected in (tmp_path / "run" / "compare.md").read_text()
+    summary = (tmp_path / "run" / "compare.md").read_text()
+    assert expected in summary
+    assert "## Best checkpoint against last epoch" in summary
+    assert summary.count("(quick) /") == 2  # one line per run
     capsys.readouterr()
     # Resuming reads the finished runs back instead of training again.
     main(arguments)
@@ -137,6 +140,28 @@ def test_summary_pairs_the_worst_case_difference_by_seed():
     # Another reference, and none when it was not compared.
     assert "Δ worst case vs mwat (paired)" in summarize(rows, reference="mwat")
     assert "Δ" not in summarize([r for r in rows if r["method"] != "pgd_at"])
+
+
+def test_best_versus_last_reads_each_run_and_counts_the_last_epoch_wins():
+    from keras_mwat.cli import best_versus_last
+
+    def row(method, seed, validation, best_epoch, best_clean, best_robust):
+        return {"method": method, "seed": seed, "clean": 0.96, "APGD-CE": 0.70,
+                "worst_case": 0.65, "history": {"robust_val_accuracy": validation},
+                "robustness": {"attacks": [{"name": "APGD-CE"}, {"name": "APGD-T"}]},
+                "best": {"epoch": best_epoch, "val_robust": validation[best_epoch],
+                         "clean": best_clean, "worst_case": best_robust, "attacks": "quick"}}
+
+    rows = [row("mwat", 0, [0.5, 0.7, 0.6], 1, 0.95, 0.68),
+            row("pgd_at", 0, [0.5, 0.6, 0.7], 2, 0.96, 0.69),
+            {"method": "trades", "seed": 0}]  # no best checkpoint: left out
+    lines = best_versus_last(rows).splitlines()
+    assert "last (APGD-CE)" in lines[0]
+    assert lines[2] == ("| mwat | 0 | 2 of 3 | 0.700 / 0.600 | 0.950 / 0.960 | "
+                        "0.680 (quick) / 0.700 |")
+    assert lines[3].startswith("| pgd_at | 0 | 3 of 3 | 0.700 / 0.700 |")
+    assert lines[-1] == "The best validation epoch is the last one in 1 of 2 runs."
+    assert best_versus_last([{"method": "trades", "seed": 0}]) == ""
 
 
 def test_compare_rejects_unknown_methods():
