@@ -22,15 +22,21 @@ from process to process), whose per-round ratios are pooled; medians with the in
 range and the min–max spread. ``TF_ENABLE_ONEDNN_OPTS=0`` (oneDNN off) is the reported
 setting: with oneDNN on, fresh processes differed by up to ~40% for one variant.
 
-Peak memory: ``tf.config.experimental.get_memory_info("CPU:0")["peak"]`` (bytes in use in
-TensorFlow's CPU allocator; with oneDNN off the stats need ``TF_CPU_ALLOCATOR_USE_BFC=true``),
-in one fresh process per variant, minus the bytes in use before the first step: the step's
-working memory (activations, gradients, temporaries; not the Python heap or the TensorFlow
-runtime). The allocator's peak cannot be reset, hence one process per variant. The
-resident-set high-water mark (``ru_maxrss``) is no use here: tracing the step sets it, and it
-does not grow over the steps (it is kept in the raw ``--json`` output only).
+Peak memory, in one fresh process per variant and sample: the steps run under TensorFlow's
+profiler, whose trace records every allocation and deallocation of the CPU allocator with the
+bytes the op requested; the peak of the bytes requested by allocations made during the steps
+and not yet freed is the step's working memory (activations, gradients, temporaries; not the
+variables, the Python heap or the TensorFlow runtime), exact to the byte. The allocator's own
+peak (``tf.config.experimental.get_memory_info("CPU:0")["peak"]``, BFC allocator, which needs
+``TF_CPU_ALLOCATOR_USE_BFC=true`` with oneDNN off) is kept beside it: it counts the chunks the
+allocator handed out, and a chunk may be up to twice the request (a 12.3 MB activation served
+from a free 16 MB chunk), which made that measure swing by up to 0.2 of the ratio from
+process to process. The resident-set high-water mark (``ru_maxrss``) is no use here: tracing
+the step sets it, and it does not grow over the steps (it is kept in the raw ``--json``
+output only).
 
 Run: ``.venv/bin/python bench/step_overhead.py`` (about 30 minutes; ``--help`` for the knobs).
+``--update-memory RAW.json`` measures the memory again into a saved run, keeping its timings.
 """
 
 from __future__ import annotations
@@ -65,7 +71,8 @@ MODELS = {
     "cnn": "small CNN (`km.zoo.small_cnn()`, 28x28x1, the embedded MNIST digits)",
     "resnet": "small ResNet (`km.zoo.small_resnet()`, 32x32x3, uniform random images)",
 }
-VARIANTS = ("plain", "pgd_at", "trades", "mwat", "mwat_k4", "mwat_adv", "mwat_adv_k4")
+VARIANTS = ("plain", "pgd_at", "trades", "mwat", "mwat_k4", "mwat_adv", "mwat_adv_k4",
+            "mwat_adv_lowmem")
 UNITS = ("forward", "attack", "fwd_bwd")
 DESCRIPTIONS = {
     "plain": "plain Keras step (forward + backward + SGD)",
@@ -75,6 +82,7 @@ DESCRIPTIONS = {
     "mwat_k4": 'MWAT, meta_objective="both", meta_update_every=4',
     "mwat_adv": 'MWAT, meta_source="batch", meta_objective="adversarial"',
     "mwat_adv_k4": 'MWAT, meta_objective="adversarial", meta_update_every=4',
+    "mwat_adv_lowmem": 'MWAT, meta_objective="adversarial", hypergradient_mode="low_memory"',
     "forward": "unit: inference forward pass",
     "attack": "unit: the PGD-10 attack alone (10 x inference forward + input gradient)",
     "fwd_bwd": "unit: training forward + parameter gradient (no optimizer)",
@@ -174,6 +182,8 @@ def build_step(name: str, model: str, seed: int, num_steps: int = 10):
             "mwat_k4": {"meta_objective": "both", "meta_update_every": 4},
             "mwat_adv": {"meta_objective": "adversarial"},
             "mwat_adv_k4": {"meta_objective": "adversarial", "meta_update_every": 4},
+            "mwat_adv_lowmem": {"meta_objective": "adversarial",
+                                "hypergradient_mode": "low_memory"},
         }[name]
         wrapper = km.MWATModel(net, attack=pgd, seed=seed, meta_source="batch", **options)
     wrapper.compile(optimizer=sgd())
@@ -248,15 +258,60 @@ def worker_scaling(args) -> dict:
     return {"times": interleave(steps, args.rounds, args.repeats)}
 
 
+def requested_peak(trace_dir: str) -> int:
+    """Peak bytes requested and not yet freed by the allocations in a profiler trace.
+
+    Allocations made before the trace started are not counted, nor are their frees, so the
+    result is the working memory of what ran inside the trace.
+    """
+    from tensorflow.tsl.profiler.protobuf import xplane_pb2
+
+    events = []
+    for path in Path(trace_dir).rglob("*.xplane.pb"):
+        space = xplane_pb2.XSpace()
+        space.ParseFromString(path.read_bytes())
+        for plane in space.planes:
+            kinds = {key: meta.name for key, meta in plane.event_metadata.items()}
+            stat_names = {key: meta.name for key, meta in plane.stat_metadata.items()}
+            for line in plane.lines:
+                for event in line.events:
+                    kind = kinds.get(event.metadata_id)
+                    if kind not in ("MemoryAllocation", "MemoryDeallocation"):
+                        continue
+                    stats = {stat_names[stat.metadata_id]: stat.int64_value or stat.uint64_value
+                             for stat in event.stats}
+                    events.append((line.timestamp_ns * 1000 + event.offset_ps,
+                                   kind == "MemoryAllocation", stats["addr"],
+                                   stats["requested_bytes"]))
+    if not events:
+        raise RuntimeError(f"no allocation events in the profiler trace under {trace_dir}")
+    live, current, peak = {}, 0, 0
+    for _, allocation, address, size in sorted(events):
+        if allocation:
+            live[address] = size
+            current += size
+            peak = max(peak, current)
+        elif address in live:
+            current -= live.pop(address)
+    return peak
+
+
 def worker_memory(args) -> dict:
     data = batch(args.model, args.batch_size, args.seed)
     step = build_step(args.variant, args.model, args.seed)
     step.get_concrete_function(data)  # trace first: graph building is not step memory
     before = tf.config.experimental.get_memory_info("CPU:0")["current"]
-    for _ in range(steps_per_sample(args.variant, 2)):
-        float(step(data)["loss"])
+    with tempfile.TemporaryDirectory() as trace_dir:
+        tf.profiler.experimental.start(trace_dir)
+        for _ in range(steps_per_sample(args.variant, 2)):
+            float(step(data)["loss"])
+        tf.profiler.experimental.stop()
+        requested = requested_peak(trace_dir)
     info = tf.config.experimental.get_memory_info("CPU:0")
-    return {"peak": info["peak"] - before, "resident": before,
+    parameters = sum(int(np.prod(v.shape)) * 4
+                     for v in classifier(args.model, args.seed).trainable_variables)
+    return {"requested_peak": requested, "peak": info["peak"] - before, "resident": before,
+            "parameter_bytes": parameters,
             "rss_high_water": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}
 
 
@@ -271,7 +326,6 @@ def spawn(args, kind: str, model: str, extra: list, env: dict) -> dict:
 
 def measure(args) -> dict:
     env = dict(os.environ, TF_ENABLE_ONEDNN_OPTS="1" if args.onednn == "on" else "0")
-    memory_env = dict(env, TF_CPU_ALLOCATOR_USE_BFC="true")
     results = {m: {"main": [], "scaling": [], "memory": {}} for m in args.models}
     started = time.perf_counter()
     load = [os.getloadavg()[0]]
@@ -294,15 +348,23 @@ def measure(args) -> dict:
                 log(f"{model} scaling process {index + 1} done", started)
         load.append(os.getloadavg()[0])
     if not args.no_memory:
-        for index in range(args.memory_processes):
-            for model in args.models:
-                for name in VARIANTS:
-                    results[model]["memory"].setdefault(name, []).append(spawn(
-                        args, "memory", model, ["--variant", name], memory_env))
-            log(f"memory processes {index + 1} done", started)
+        for model in args.models:
+            results[model]["memory"] = measure_memory(args, model, env, started)
         load.append(os.getloadavg()[0])
     return {"models": results, "wall_seconds": time.perf_counter() - started,
             "load": load}
+
+
+def measure_memory(args, model: str, env: dict, started: float) -> dict:
+    """Peak memory of every variant: ``args.memory_processes`` fresh processes each."""
+    memory_env = dict(env, TF_CPU_ALLOCATOR_USE_BFC="true")
+    memory = {}
+    for index in range(args.memory_processes):
+        for name in VARIANTS:
+            memory.setdefault(name, []).append(spawn(args, "memory", model,
+                                                     ["--variant", name], memory_env))
+        log(f"{model} memory processes {index + 1} done", started)
+    return memory
 
 
 def log(message: str, started: float) -> None:
@@ -376,14 +438,17 @@ def model_section(model: str, result: dict, args) -> list:
                      f"{verdict(median, target, bound)} |")
     memory = result["memory"]
     if memory:
-        peak = {name: np.median([run["peak"] for run in runs]) for name, runs in memory.items()}
-        # Proxy bound: TRADES also holds two recorded training forwards at once.
-        bound = peak["trades"] / peak["pgd_at"]
+        peak = {name: np.median([run["requested_peak"] for run in runs])
+                for name, runs in memory.items()}
+        # Bound with the forward reused: TRADES's peak (two recorded training forwards at
+        # once, and one backward) plus the look-ahead parameters θ', which MWAT must hold too.
+        parameters = memory["pgd_at"][0]["parameter_bytes"]
+        bound = (peak["trades"] + parameters) / peak["pgd_at"]
         for name, objective in (("mwat", "both"), ("mwat_adv", "adversarial")):
             value = peak[name] / peak["pgd_at"]
             lines.append(f"| peak step memory MWAT ({objective}) / PGD-10 AT (below) | "
-                         f"{value:.2f} | – | – | {bound:.2f} (TRADES) | ≤ {MEMORY_TARGET:g} | "
-                         f"{verdict(value, MEMORY_TARGET, bound)} |")
+                         f"{value:.3f} | – | – | {bound:.3f} (TRADES + θ') | "
+                         f"≤ {MEMORY_TARGET:g} | {verdict(value, MEMORY_TARGET, bound)} |")
 
     lines += ["", "Median step time of each process (ms), the process-to-process spread:", "",
               "| process | " + " | ".join(VARIANTS) + " |", "|---|" + "---|" * len(VARIANTS)]
@@ -456,16 +521,23 @@ def model_section(model: str, result: dict, args) -> list:
 
     if memory:
         lines += ["### Peak memory (MB, one fresh process per variant and sample)", "",
-                  "| variant | step working memory: median | min–max | / PGD-AT | "
-                  "allocator bytes in use before the step |", "|---|---|---|---|---|"]
-        reference = np.median([run["peak"] for run in memory["pgd_at"]])
+                  "Working memory = peak bytes requested by the step's allocations and not yet "
+                  "freed (profiler trace); allocator peak = BFC chunks in use (a chunk may be "
+                  "up to twice the request). Parameters (θ, float32): "
+                  f"{memory['pgd_at'][0]['parameter_bytes'] / 1e6:.2f} MB.", "",
+                  "| variant | working memory: median | min–max | / PGD-AT | "
+                  "allocator peak: median | min–max | / PGD-AT |",
+                  "|---|---|---|---|---|---|---|"]
+        reference = {key: np.median([run[key] for run in memory["pgd_at"]])
+                     for key in ("requested_peak", "peak")}
         for name in VARIANTS:
-            runs = memory[name]
-            peaks = np.array([run["peak"] for run in runs]) / 2**20
-            resident = np.median([run["resident"] for run in runs]) / 2**20
-            lines.append(f"| `{name}` | {np.median(peaks):.1f} | {peaks.min():.1f}–"
-                         f"{peaks.max():.1f} | {np.median(peaks) * 2**20 / reference:.2f} | "
-                         f"{resident:.1f} |")
+            cells = []
+            for key in ("requested_peak", "peak"):
+                values = np.array([run[key] for run in memory[name]], float)
+                cells.append(f"{np.median(values) / 1e6:.1f} | {values.min() / 1e6:.1f}–"
+                             f"{values.max() / 1e6:.1f} | "
+                             f"{np.median(values) / reference[key]:.3f}")
+            lines.append(f"| `{name}` | " + " | ".join(cells) + " |")
         lines.append("")
     return lines
 
@@ -489,10 +561,13 @@ def write_report(measured: dict, args, command: str) -> str:
         f"{args.batch_size}; PGD-10 (L-inf; eps 0.3, step 0.03 on the CNN; eps 8/255, step "
         "2/255 on the ResNet) for every adversarial variant. First call: tracing, graph "
         "optimisation and one run of the step (CPU and wall seconds, median over the "
-        "processes). Peak memory: TensorFlow's CPU allocator (`get_memory_info('CPU:0')`, "
-        "BFC allocator), in a fresh process per variant, minus the bytes in use before the "
-        "first step; the allocator's peak cannot be reset, hence one process per sample. "
-        f"Total wall time {measured['wall_seconds'] / 60:.0f} min.",
+        "processes). Peak memory: the bytes requested by the step's allocations and alive "
+        "at once, from TensorFlow's profiler trace (exact), and TensorFlow's CPU allocator "
+        "peak (`get_memory_info('CPU:0')`, BFC allocator, chunk sizes), in a fresh process "
+        "per variant and sample. "
+        f"Total wall time {measured['wall_seconds'] / 60:.0f} min."
+        + (f" Memory measured again by `{measured['memory_command']}`."
+           if measured.get("memory_command") else ""),
         "",
     ]
     for model, result in measured["models"].items():
@@ -519,6 +594,9 @@ def main(argv=None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", type=Path,
                         help="write the raw measurements here (default: a temporary file)")
+    parser.add_argument("--update-memory", type=Path, metavar="RAW_JSON",
+                        help="measure the peak memory again into a saved run (its timings "
+                             "are kept) and render its report")
     parser.add_argument("--from-json", type=Path,
                         help="render the report of a saved run instead of measuring")
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmarks.md")
@@ -538,7 +616,20 @@ def main(argv=None) -> int:
         parser.error(f"unknown models {sorted(unknown)}; choose from {sorted(MODELS)}")
     command = ("python bench/step_overhead.py " + " ".join(argv if argv is not None
                                                             else sys.argv[1:])).strip()
-    if args.from_json:
+    if args.update_memory:
+        measured = json.loads(args.update_memory.read_text())
+        processes = args.memory_processes
+        for key, value in measured["settings"].items():
+            setattr(args, key, value)
+        args.memory_processes = measured["settings"]["memory_processes"] = processes
+        env = dict(os.environ, TF_ENABLE_ONEDNN_OPTS="1" if args.onednn == "on" else "0")
+        started = time.perf_counter()
+        for model, result in measured["models"].items():
+            result["memory"] = measure_memory(args, model, env, started)
+        measured["memory_command"] = command
+        args.update_memory.write_text(json.dumps(measured))
+        command = measured["command"]
+    elif args.from_json:
         # Re-renders a saved run (its own command and settings) without measuring again.
         measured = json.loads(args.from_json.read_text())
         command = measured["command"]

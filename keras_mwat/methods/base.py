@@ -391,7 +391,10 @@ class AdversarialTrainingModel(keras.Model):
             logits_clean = tf.stop_gradient(logits_natural)
         else:
             logits_clean = tf.stop_gradient(self.classifier(x, training=False))
-        x_adv, kappa = self._attack(x, y, logits_clean, self.attack_seed())
+        # The attack waits for the clean logits: otherwise the executor may run that
+        # forward pass late, its activations alive beside the step's own (peak memory).
+        with tf.control_dependencies([logits_clean]):
+            x_adv, kappa = self._attack(x, y, logits_clean, self.attack_seed())
 
         step = TrainingStep(x=x, y=y, x_adv=x_adv, logits_clean=logits_clean, kappa=kappa,
                             theta=theta, non_trainable=non_trainable)

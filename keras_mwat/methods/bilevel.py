@@ -21,9 +21,13 @@ The hypergradient is evaluated in three phases:
    then the backward pass through the weight network and the weight normalisation.
 
 Phases 2 and 3 together equal one reverse pass of ``L_meta(θ'(φ))`` (same value, same
-operations); the split only bounds the memory. ``virtual_step_forward_mode`` computes the
-same ``J v`` by forward mode instead (a ``ForwardAccumulator`` over a recomputed forward
-pass); it is slower on CPU (docs/benchmarks.md) and kept as a cross-check.
+operations); the split only bounds the memory. Two other modes of ``virtual_step``
+compute the same ``J v`` after a plain (unrecorded) inner backward pass:
+``mode="low_memory"`` by the double backward of a second backward pass, taken after the
+look-ahead pass, so that the inner backward's intermediates and the look-ahead's
+activations are never alive at once (one backward pass more); ``mode="forward"`` by
+forward mode (a ``ForwardAccumulator`` over a recomputed forward pass; slower on CPU, kept
+as a cross-check). docs/benchmarks.md measures all three.
 
 Under ``tf.distribute`` the inner gradient is summed over replicas, so the virtual step is
 the one a single device would take; the backward pass of that all-reduce sums ``v`` over
@@ -101,6 +105,10 @@ def meta_gradient(theta_prime: Sequence[tf.Tensor], meta_loss_fn: MetaLoss,
     return meta_loss, directions
 
 
+#: How ``virtual_step`` evaluates ``J v`` (all give the same value; docs/benchmarks.md).
+HYPERGRADIENT_MODES = ("reverse", "low_memory", "forward")
+
+
 def virtual_step(
     tape: tf.GradientTape,
     theta: Sequence[tf.Tensor],
@@ -110,6 +118,8 @@ def virtual_step(
     variables: Sequence,
     inner_loss_scale=None,
     scale_meta_loss: Callable[[tf.Tensor], tf.Tensor] | None = None,
+    mode: str = "reverse",
+    losses_at: Callable[[list], list] | None = None,
 ):
     """Takes the virtual step and returns the meta loss and its gradient w.r.t. ``variables``.
 
@@ -128,61 +138,86 @@ def virtual_step(
             gradients (mixed precision); the gradient is divided by it before the step.
         scale_meta_loss: Optional function applied to the meta loss before differentiation
             (an optimizer's ``scale_loss``; it must be linear, as loss scaling is).
+        mode: How ``J v`` is evaluated, all to the same value:
+            ``"reverse"``: the inner gradient is recorded by an outer tape, whose backward
+            pass is ``J v`` (the fewest passes; the inner backward's intermediates stay
+            alive through the look-ahead pass).
+            ``"low_memory"``: the inner gradient is a plain backward pass, and ``J v`` is
+            the double backward of a second backward pass of the recorded losses, taken
+            after the look-ahead pass: one backward pass more, and the look-ahead's
+            activations and the inner backward's intermediates are never alive at once.
+            ``"forward"``: a plain inner backward, then one forward-mode JVP of the losses
+            recomputed at θ by ``losses_at`` (one forward pass more; slower on CPU).
+        losses_at: ``mode="forward"`` only: maps values θ to the loss targets (the same
+            list, in the same order, as ``loss_targets`` returns), recomputed.
 
     Returns:
         ``(meta_loss, hypergradients)``, the latter aligned with ``variables`` and taken of
         ``scale_meta_loss(meta_loss)``; ``meta_loss`` itself is unscaled.
     """
-    with tf.GradientTape() as outer:
-        targets, output_gradients = loss_targets()
-        theta_prime, connected = _inner_step(tape, theta, targets, output_gradients,
-                                             inner_lr, inner_loss_scale)
-    meta_loss, directions = meta_gradient(theta_prime, meta_loss_fn, scale_meta_loss)
-    pairs = [(value, direction) for value, direction, linked
-             in zip(theta_prime, directions, connected) if linked]
-    hypergradients = outer.gradient([value for value, _ in pairs], list(variables),
-                                    output_gradients=[direction for _, direction in pairs])
-    return meta_loss, hypergradients
+    if mode not in HYPERGRADIENT_MODES:
+        raise ValueError(f"`mode` must be one of {HYPERGRADIENT_MODES}, got {mode!r}.")
+    if mode == "forward" and losses_at is None:
+        raise ValueError('`losses_at` is needed with mode="forward".')
+    if mode == "reverse":
+        with tf.GradientTape() as outer:
+            targets, output_gradients = loss_targets()
+            theta_prime, connected = _inner_step(tape, theta, targets, output_gradients,
+                                                 inner_lr, inner_loss_scale)
+        meta_loss, directions = meta_gradient(theta_prime, meta_loss_fn, scale_meta_loss)
+        pairs = [(value, direction) for value, direction, linked
+                 in zip(theta_prime, directions, connected) if linked]
+        hypergradients = outer.gradient([value for value, _ in pairs], list(variables),
+                                        output_gradients=[direction for _, direction in pairs])
+        return meta_loss, hypergradients
 
-
-def virtual_step_forward_mode(
-    tape: tf.GradientTape,
-    theta: Sequence[tf.Tensor],
-    loss_targets: Callable[[], tuple[list, list]],
-    inner_lr,
-    meta_loss_fn: MetaLoss,
-    variables: Sequence,
-    losses_at: Callable[[list], list],
-    inner_loss_scale=None,
-    scale_meta_loss: Callable[[tf.Tensor], tf.Tensor] | None = None,
-):
-    """``virtual_step`` with ``J v`` by forward mode: the same value, evaluated otherwise.
-
-    The inner gradient is a plain backward pass (no second-order graph); ``J v``, the
-    per-sample products ``⟨v, ∇_θ l_i(θ)⟩``, is one forward-mode JVP of the per-sample losses
-    at θ in the direction ``v = ∇_θ' L_meta``, for which ``losses_at(theta)`` recomputes
-    the loss targets (the same list, in the same order, as ``loss_targets`` returns) under
-    a ``tf.autodiff.ForwardAccumulator``. Then ``dL/dc = −α J v`` is pulled back through the
-    weight network. Costs one forward pass more than ``virtual_step`` (the recomputed
-    primal); measured slower on CPU. Arguments as ``virtual_step``. Tested against finite
-    differences and against ``virtual_step`` on one device (not under ``tf.distribute``).
-    """
+    # dL/dc_i = −α ⟨v, ∇_θ l_i⟩ = −α (J v)_i, pulled back through the weight network.
     with tf.GradientTape() as weights_tape:
         targets, output_gradients = loss_targets()
     constants = [tf.stop_gradient(g) for g in output_gradients]
     theta_prime, connected = _inner_step(tape, theta, targets, constants, inner_lr,
                                          inner_loss_scale)
     meta_loss, directions = meta_gradient(theta_prime, meta_loss_fn, scale_meta_loss)
+    # The backward pass of the global sum in θ': every replica pulls back the global v.
     directions = [global_sum(d) if linked else tf.zeros_like(d)
                   for d, linked in zip(directions, connected)]
-    with tf.autodiff.ForwardAccumulator(list(theta), directions) as accumulator:
-        recomputed = losses_at(list(theta))
+    if mode == "forward":
+        with tf.autodiff.ForwardAccumulator(list(theta), directions) as accumulator:
+            recomputed = losses_at(list(theta))
+        products = [accumulator.jvp(target, unconnected_gradients=tf.UnconnectedGradients.ZERO)
+                    for target in recomputed]
+    else:
+        products = _products_by_double_backward(tape, theta, targets, directions,
+                                                inner_loss_scale)
     inner_lr = tf.cast(inner_lr, tf.float32)
-    pairs = []
-    for target, coefficient in zip(recomputed, output_gradients):
-        tangent = accumulator.jvp(target, unconnected_gradients=tf.UnconnectedGradients.ZERO)
-        pairs.append((coefficient, -tf.cast(inner_lr, coefficient.dtype)
-                      * tf.cast(tangent, coefficient.dtype)))
-    hypergradients = weights_tape.gradient([c for c, _ in pairs], list(variables),
-                                           output_gradients=[a for _, a in pairs])
+    cotangents = [-tf.cast(inner_lr, c.dtype) * tf.cast(p, c.dtype)
+                  for c, p in zip(output_gradients, products)]
+    hypergradients = weights_tape.gradient(list(output_gradients), list(variables),
+                                           output_gradients=cotangents)
     return meta_loss, hypergradients
+
+
+def _products_by_double_backward(tape, theta, targets, directions, inner_loss_scale):
+    """``J v``: the gradient w.r.t. ``u`` of ``<v, Σ_i u_i ∇_θ l_i>``, at any ``u``.
+
+    The backward pass of the recorded losses with dummy output gradients ``u`` (zeros:
+    it is linear in ``u``) is recorded by a tape and differentiated back to ``u``. The
+    dummies and every use of ``v`` wait for all of ``v``, so none of this starts before
+    the look-ahead's backward pass has finished (and freed its activations).
+    """
+    with tf.control_dependencies(list(directions)):
+        directions = [tf.identity(d) for d in directions]
+        dummies = [tf.zeros_like(t) for t in targets]
+    with tf.GradientTape(watch_accessed_variables=False) as dual:
+        dual.watch(dummies)
+        scaled = dummies if inner_loss_scale is None else [
+            d * tf.cast(inner_loss_scale, d.dtype) for d in dummies]
+        gradients = tape.gradient(targets, list(theta), output_gradients=scaled)
+        products = [tf.reduce_sum(g * tf.cast(v, g.dtype))
+                    for g, v in zip(gradients, directions) if g is not None]
+        if not products:  # no classifier value reaches the losses: J v = 0
+            return [tf.zeros_like(d) for d in dummies]
+        inner = tf.add_n(products)
+        if inner_loss_scale is not None:
+            inner = inner / tf.cast(inner_loss_scale, inner.dtype)
+    return dual.gradient(inner, dummies, unconnected_gradients=tf.UnconnectedGradients.ZERO)

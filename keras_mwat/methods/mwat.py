@@ -64,6 +64,13 @@ class MWATModel(AdversarialTrainingModel):
         margin_source: Margins from the "adversarial" (default) or "clean" logits.
         base: "at" (weights on the CE of x_adv) or "trades" (weights on TRADES's KL term).
         beta: TRADES's KL weight (``base="trades"`` only).
+        hypergradient_mode: How the hypergradient's per-sample products
+            ``<∇_θ' L_meta, ∇_θ l_i>`` are evaluated, all to the same value: "reverse" (the
+            default: the backward pass through the recorded inner gradient, the fewest
+            passes), "low_memory" (one backward pass more, so that the inner backward's
+            intermediates are not alive during the look-ahead pass: less peak memory,
+            most with BatchNorm) or "forward" (forward mode over a recomputed forward
+            pass; slower on CPU, a cross-check). Measured in docs/benchmarks.md.
         **kwargs: Passed to ``keras.Model``.
 
     Example:
@@ -77,12 +84,6 @@ class MWATModel(AdversarialTrainingModel):
     model.fit(data.train_dataset(), validation_data=data.validation_dataset(), epochs=2)
     ```
     """
-
-    #: How the hypergradient's per-sample products ``<∇_θ' L, ∇_θ l_i>`` are evaluated:
-    #: "reverse" (backward pass through the recorded inner gradient; the default) or
-    #: "forward" (forward-mode JVP over a recomputed forward pass: the same value, one
-    #: forward pass more, slower on CPU; see docs/benchmarks.md).
-    hypergradient_mode = "reverse"
 
     def __init__(
         self,
@@ -104,12 +105,15 @@ class MWATModel(AdversarialTrainingModel):
         margin_source: str = "adversarial",
         base: str = "at",
         beta: float = 6.0,
+        hypergradient_mode: str = "reverse",
         **kwargs,
     ):
         super().__init__(classifier, attack=attack, reweight_start_epoch=reweight_start_epoch,
                          seed=seed, **kwargs)
         self.base = validation.check_choice(base, "base", objectives.BASES)
         self.beta = validation.check_nonnegative(beta, "beta")
+        self.hypergradient_mode = validation.check_choice(
+            hypergradient_mode, "hypergradient_mode", bilevel.HYPERGRADIENT_MODES)
         self.objective = objectives.from_base(base, beta)
         self.margin = validation.check_choice(margin, "margin", margins.MARGIN_KINDS)
         self.meta_source = validation.check_choice(meta_source, "meta_source", META_SOURCES)
@@ -324,10 +328,7 @@ class MWATModel(AdversarialTrainingModel):
         if self.meta_objective in ("clean", "both"):
             meta_terms.append(meta_term(x_meta))
 
-        arguments = dict(inner_loss_scale=self.optimizer.scale_loss(tf.constant(1.0)),
-                         scale_meta_loss=self.meta_optimizer.scale_loss)
-        validation.check_choice(self.hypergradient_mode, "hypergradient_mode",
-                                ("reverse", "forward"))
+        losses_at = None
         if self.hypergradient_mode == "forward":
             def losses_at(theta):
                 """The loss targets recomputed at ``theta`` (same forward passes)."""
@@ -338,12 +339,12 @@ class MWATModel(AdversarialTrainingModel):
                 replay.weighted_loss, replay.unweighted_loss = self.sample_losses(replay)
                 return self.loss_targets(replay, tf.zeros_like(replay.weighted_loss))[0]
 
-            return bilevel.virtual_step_forward_mode(
-                step.tape, step.theta, loss_targets, self.virtual_learning_rate(), meta_terms,
-                self.weight_net.trainable_variables, losses_at, **arguments)
         return bilevel.virtual_step(
             step.tape, step.theta, loss_targets, self.virtual_learning_rate(), meta_terms,
-            self.weight_net.trainable_variables, **arguments)
+            self.weight_net.trainable_variables,
+            inner_loss_scale=self.optimizer.scale_loss(tf.constant(1.0)),
+            scale_meta_loss=self.meta_optimizer.scale_loss, mode=self.hypergradient_mode,
+            losses_at=losses_at)
 
     def meta_batch(self, step: TrainingStep, mask, meta_batch=None):
         """(x_meta, y_meta, x_meta_adv) for the meta loss (x_meta_adv None if unused).
@@ -399,6 +400,7 @@ class MWATModel(AdversarialTrainingModel):
             margin_source=self.margin_source,
             base=self.base,
             beta=self.beta,
+            hypergradient_mode=self.hypergradient_mode,
         )
         if self.meta_source == "dataset":
             # Meta data is not part of the config: a loaded model falls back to the batch.

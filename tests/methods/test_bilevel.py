@@ -1,4 +1,4 @@
-"""Finite-difference check of the bilevel hypergradient (float64), both evaluation modes."""
+"""Finite-difference check of the bilevel hypergradient (float64), every evaluation mode."""
 
 import keras
 import numpy as np
@@ -57,12 +57,9 @@ def meta_loss_and_hypergradient(classifier, weight_net, x, y, x_meta, y_meta, in
 
     terms = [term(x_meta, y_meta, 1.0), term(x, y, 0.5)]
     meta_loss_fn = terms if split_terms else (lambda values: terms[0](values) + terms[1](values))
-    if mode == "forward":
-        return bilevel.virtual_step_forward_mode(tape, theta, loss_targets, inner_lr,
-                                                 meta_loss_fn, weight_net.trainable_variables,
-                                                 losses_at)
     return bilevel.virtual_step(tape, theta, loss_targets, inner_lr, meta_loss_fn,
-                                weight_net.trainable_variables)
+                                weight_net.trainable_variables, mode=mode,
+                                losses_at=losses_at if mode == "forward" else None)
 
 
 def make_problem(batch_norm, seed=3):
@@ -78,7 +75,7 @@ def make_problem(batch_norm, seed=3):
     return classifier, weight_net, (x, y, x_meta, y_meta)
 
 
-@pytest.mark.parametrize("mode", ["reverse", "forward"])
+@pytest.mark.parametrize("mode", bilevel.HYPERGRADIENT_MODES)
 @pytest.mark.parametrize("batch_norm", [False, True])
 def test_hypergradient_matches_finite_differences(float64, batch_norm, mode):
     classifier, weight_net, (x, y, x_meta, y_meta) = make_problem(batch_norm)
@@ -116,11 +113,13 @@ def test_hypergradient_matches_finite_differences(float64, batch_norm, mode):
 @pytest.mark.parametrize("batch_norm", [False, True])
 def test_evaluation_orders_agree(float64, batch_norm):
     """One reverse pass of the summed meta loss (the pre-split evaluation), the terms
-    differentiated one after the other, and forward mode give the same hypergradient."""
+    differentiated one after the other, the low-memory double backward and forward mode
+    give the same hypergradient."""
     classifier, weight_net, (x, y, x_meta, y_meta) = make_problem(batch_norm, seed=5)
     results = [meta_loss_and_hypergradient(classifier, weight_net, x, y, x_meta, y_meta, 0.3,
                                            mode=mode, split_terms=split)
-               for mode, split in (("reverse", False), ("reverse", True), ("forward", True))]
+               for mode, split in (("reverse", False), ("reverse", True), ("low_memory", True),
+                                   ("forward", True))]
     reference_loss, reference = results[0]
     scale = max(np.abs(g.numpy()).max() for g in reference)
     for meta_loss, gradients in results[1:]:
@@ -129,12 +128,14 @@ def test_evaluation_orders_agree(float64, batch_norm):
             np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=0, atol=1e-12 * scale)
 
 
-def test_graph_mode_matches_eager(float64):
+@pytest.mark.parametrize("mode", ["reverse", "low_memory"])
+def test_graph_mode_matches_eager(float64, mode):
     """Inside a tf.function (as in training) the sequenced terms give the eager value."""
     classifier, weight_net, (x, y, x_meta, y_meta) = make_problem(True, seed=6)
-    eager = meta_loss_and_hypergradient(classifier, weight_net, x, y, x_meta, y_meta, 0.3)
+    eager = meta_loss_and_hypergradient(classifier, weight_net, x, y, x_meta, y_meta, 0.3,
+                                        mode=mode)
     graph = tf.function(lambda: meta_loss_and_hypergradient(
-        classifier, weight_net, x, y, x_meta, y_meta, 0.3))()
+        classifier, weight_net, x, y, x_meta, y_meta, 0.3, mode=mode))()
     np.testing.assert_allclose(float(graph[0]), float(eager[0]), rtol=1e-12)
     for a, b in zip(graph[1], eager[1]):
         np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-10, atol=1e-14)
@@ -155,8 +156,8 @@ def test_zero_inner_lr_gives_zero_hypergradient(float64):
 
 @pytest.mark.parametrize("options", [
     {}, {"base": "trades"}, {"meta_source": "split", "meta_objective": "both"}])
-def test_model_forward_mode_matches_reverse(options):
-    """MWATModel.hypergradient: hypergradient_mode="forward" gives the default's value."""
+def test_model_hypergradient_modes_agree(options):
+    """MWATModel.hypergradient: "low_memory" and "forward" give the default's value."""
     from keras_mwat import MWATModel
     from tests.methods.helpers import deterministic_attack, make_cnn, recorded_step
 
@@ -164,31 +165,29 @@ def test_model_forward_mode_matches_reverse(options):
     x = tf.constant(rng.uniform(0, 1, (24, 28, 28, 1)).astype("float32"))
     y = tf.constant(rng.integers(0, 10, 24).astype("int32"))
     results = []
-    for mode in ("reverse", "forward"):
+    for mode in ("reverse", "low_memory", "forward"):
         model = MWATModel(make_cnn(batch_norm=True), attack=deterministic_attack(), seed=0,
-                          **options)
+                          hypergradient_mode=mode, **options)
         model.compile(optimizer=keras.optimizers.SGD(0.1))
-        model.hypergradient_mode = mode
         step = recorded_step(model, x, y)
         meta_loss, gradients = model.hypergradient(step, model.weight_features(step))
         results.append((float(meta_loss), np.concatenate([g.numpy().ravel()
                                                            for g in gradients])))
-    (loss_a, flat_a), (loss_b, flat_b) = results
-    assert loss_a == pytest.approx(loss_b, rel=1e-6)
+    (loss_a, flat_a), *others = results
     assert np.abs(flat_a).max() > 0
-    np.testing.assert_allclose(flat_b, flat_a, rtol=0, atol=1e-4 * np.abs(flat_a).max())
+    for loss_b, flat_b in others:
+        assert loss_a == pytest.approx(loss_b, rel=1e-6)
+        np.testing.assert_allclose(flat_b, flat_a, rtol=0, atol=1e-4 * np.abs(flat_a).max())
 
 
-def test_unknown_hypergradient_mode_is_refused():
+def test_unknown_hypergradient_mode_is_refused(float64):
     from keras_mwat import MWATModel
-    from keras_mwat.methods.base import TrainingStep
     from tests.methods.helpers import deterministic_attack, make_cnn
 
-    model = MWATModel(make_cnn(), attack=deterministic_attack(), seed=0)
-    model.compile(optimizer=keras.optimizers.SGD(0.1))
-    model.hypergradient_mode = "sideways"
-    x = tf.zeros((4, 28, 28, 1))
-    y = tf.zeros((4,), tf.int32)
-    step = TrainingStep(x=x, y=y, x_adv=x, logits_clean=model.classifier(x))
-    with pytest.raises(ValueError, match="hypergradient_mode"):
-        model.hypergradient(step, tf.zeros((4, model.feature_dim())))
+    with pytest.raises(ValueError, match="hypergradient_mode.*sideways"):
+        MWATModel(make_cnn(), attack=deterministic_attack(), seed=0,
+                  hypergradient_mode="sideways")
+    classifier, weight_net, (x, y, x_meta, y_meta) = make_problem(False)
+    with pytest.raises(ValueError, match="mode.*sideways"):
+        meta_loss_and_hypergradient(classifier, weight_net, x, y, x_meta, y_meta, 0.3,
+                                    mode="sideways")
