@@ -5,15 +5,17 @@ on 32x32x3; batch 128, PGD-10):
 
 * step time of every variant (plain Keras step, PGD-AT, TRADES, MWAT with
   ``meta_source="batch"`` and ``meta_objective="both"`` or ``"adversarial"``, each also with
-  ``meta_update_every=4``) and the ratios against the targets, next to the exact lower
+  ``meta_update_every=4``; and ``hypergradient_mode="low_memory"``) and the ratios against
+  the targets, next to the exact lower
   bound of each ratio (the passes any exact implementation must add, priced at this run's
   training forward + backward);
 * unit costs (inference forward pass, one attack step, training forward + backward), from
   which the report counts the passes each step costs;
 * the first call of each step (tracing, graph optimisation and one run);
 * step time against the batch size (64, 128, 256) and the number of PGD steps (5, 10, 20);
-* peak memory of each variant, each in a fresh process of its own (below), with TRADES's as
-  the proxy bound for MWAT's (both hold two recorded training forwards at once).
+* peak memory of each variant, each in a fresh process of its own (below), with TRADES's
+  plus one copy of the parameters (θ') as the bound for MWAT's while it reuses the recorded
+  forward (both hold two recorded training forwards at once).
 
 Timing rules (a shared, noisy 2-core machine): one intra-op and one inter-op thread;
 process CPU time per step; the variants interleaved round by round in a rotating order, so
@@ -95,10 +97,13 @@ DESCRIPTIONS = {
 #   and the products J·v = (<∇ℓ_i, v>)_i, whose tangent pass multiplies, layer by layer, the
 #   weight direction with the input and the weights with the input tangent: the products
 #   of a backward pass. `meta_update_every=4` divides the meta part by 4.
+# * MWAT low_memory: the inner backward twice (once plain for θ', once recorded for J·v).
 # * TRADES: the recorded forward + backward on the clean inputs.
 RATIOS = (
     ("MWAT / PGD-10 AT (batch, both)", "mwat", "pgd_at", 1.25, (2.0, 2.0)),
     ("MWAT / PGD-10 AT (batch, adversarial)", "mwat_adv", "pgd_at", 1.25, (1.0, 2.0)),
+    ("MWAT low_memory / PGD-10 AT (adversarial)", "mwat_adv_lowmem", "pgd_at", None,
+     (1.0, 3.0)),
     ("MWAT k=4 / PGD-10 AT (both)", "mwat_k4", "pgd_at", 1.1, (0.5, 0.5)),
     ("MWAT k=4 / PGD-10 AT (adversarial)", "mwat_adv_k4", "pgd_at", 1.1, (0.25, 0.5)),
     ("PGD-10 AT / plain", "pgd_at", "plain", 11.0, None),
@@ -444,7 +449,8 @@ def model_section(model: str, result: dict, args) -> list:
         # once, and one backward) plus the look-ahead parameters θ', which MWAT must hold too.
         parameters = memory["pgd_at"][0]["parameter_bytes"]
         bound = (peak["trades"] + parameters) / peak["pgd_at"]
-        for name, objective in (("mwat", "both"), ("mwat_adv", "adversarial")):
+        for name, objective in (("mwat", "both"), ("mwat_adv", "adversarial"),
+                                ("mwat_adv_lowmem", "adversarial, low_memory")):
             value = peak[name] / peak["pgd_at"]
             lines.append(f"| peak step memory MWAT ({objective}) / PGD-10 AT (below) | "
                          f"{value:.3f} | – | – | {bound:.3f} (TRADES + θ') | "
@@ -472,9 +478,10 @@ def model_section(model: str, result: dict, args) -> list:
         "mwat_adv": "PGD-AT + inner backward + meta (F + backward) + J·v",
         "mwat_k4": "PGD-AT + (MWAT − PGD-AT) / 4",
         "mwat_adv_k4": "PGD-AT + (MWAT adversarial − PGD-AT) / 4",
+        "mwat_adv_lowmem": "MWAT adversarial + a second inner backward (recorded, for J·v)",
     }
     for name in (*UNITS, "plain", "pgd_at", "trades", "mwat", "mwat_adv", "mwat_k4",
-                 "mwat_adv_k4"):
+                 "mwat_adv_k4", "mwat_adv_lowmem"):
         ms = float(np.median(pooled(main, name)))
         lines.append(f"| `{name}` | {ms * 1e3:.1f} | {ms / unit:.1f} | {model_of[name]} |")
     fwd_bwd = float(np.median(pooled(main, "fwd_bwd")))
