@@ -465,9 +465,11 @@ class AdversarialTrainingModel(keras.Model):
         self.robust_accuracy_tracker.update_state(step.y, step.logits_adv)
         total = weighting.global_batch_size(weights)
         mean = weighting.global_sum(tf.reduce_sum(weights)) / total
-        mean_square = weighting.global_sum(tf.reduce_sum(tf.square(weights))) / total
+        # Two passes (deviations from the global mean), not E[w²] − E[w]², which cancels
+        # catastrophically when the weights are all close to their mean.
+        variance = weighting.global_sum(tf.reduce_sum(tf.square(weights - mean))) / total
         self.mean_weight_tracker.update_state(mean)
-        self.weight_std_tracker.update_state(tf.sqrt(tf.maximum(mean_square - mean**2, 0.0)))
+        self.weight_std_tracker.update_state(tf.sqrt(variance))
         for metric in self.extra_metrics:
             metric.update_state(step.y, step.logits_clean)
 

@@ -23,9 +23,10 @@ The hypergradient is evaluated in three phases:
 Phases 2 and 3 together equal one reverse pass of ``L_meta(θ'(φ))`` (same value, same
 operations); the split only bounds the memory. Two other modes of ``virtual_step``
 compute the same ``J v`` after a plain (unrecorded) inner backward pass:
-``mode="low_memory"`` by the double backward of a second backward pass, taken after the
-look-ahead pass, so that the inner backward's intermediates and the look-ahead's
-activations are never alive at once (one backward pass more); ``mode="forward"`` by
+``mode="low_memory"`` (``MWATModel``'s default) by the double backward of a second backward
+pass, taken after the look-ahead pass, so that the inner backward's intermediates and the
+look-ahead's activations are never alive at once (in a graph the second pass's values are
+never needed, so it costs no more than ``"reverse"``); ``mode="forward"`` by
 forward mode (a ``ForwardAccumulator`` over a recomputed forward pass; slower on CPU, kept
 as a cross-check). docs/benchmarks.md measures all three.
 
@@ -140,12 +141,15 @@ def virtual_step(
             (an optimizer's ``scale_loss``; it must be linear, as loss scaling is).
         mode: How ``J v`` is evaluated, all to the same value:
             ``"reverse"``: the inner gradient is recorded by an outer tape, whose backward
-            pass is ``J v`` (the fewest passes; the inner backward's intermediates stay
-            alive through the look-ahead pass).
+            pass is ``J v`` (the inner backward's intermediates stay alive through the
+            look-ahead pass).
             ``"low_memory"``: the inner gradient is a plain backward pass, and ``J v`` is
             the double backward of a second backward pass of the recorded losses, taken
-            after the look-ahead pass: one backward pass more, and the look-ahead's
-            activations and the inner backward's intermediates are never alive at once.
+            after the look-ahead pass, so that the look-ahead's activations and the inner
+            backward's intermediates are never alive at once. In a graph this costs no
+            more than ``"reverse"``: ``J v`` is linear in that second pass's output
+            gradients, so its values are never needed and the graph optimiser drops it
+            (measured: same step time, less peak memory; docs/benchmarks.md).
             ``"forward"``: a plain inner backward, then one forward-mode JVP of the losses
             recomputed at θ by ``losses_at`` (one forward pass more; slower on CPU).
         losses_at: ``mode="forward"`` only: maps values θ to the loss targets (the same

@@ -65,12 +65,13 @@ class MWATModel(AdversarialTrainingModel):
         base: "at" (weights on the CE of x_adv) or "trades" (weights on TRADES's KL term).
         beta: TRADES's KL weight (``base="trades"`` only).
         hypergradient_mode: How the hypergradient's per-sample products
-            ``<∇_θ' L_meta, ∇_θ l_i>`` are evaluated, all to the same value: "reverse" (the
-            default: the backward pass through the recorded inner gradient, the fewest
-            passes), "low_memory" (one backward pass more, so that the inner backward's
-            intermediates are not alive during the look-ahead pass: less peak memory,
-            most with BatchNorm) or "forward" (forward mode over a recomputed forward
-            pass; slower on CPU, a cross-check). Measured in docs/benchmarks.md.
+            ``<∇_θ' L_meta, ∇_θ l_i>`` are evaluated, all to the same value: "low_memory"
+            (the default: a plain inner backward pass, then the double backward of the
+            recorded losses once the look-ahead pass is done, so that the inner backward's
+            intermediates and the look-ahead's activations are never alive at once),
+            "reverse" (the backward pass through the recorded inner gradient: as fast,
+            more peak memory) or "forward" (forward mode over a recomputed forward pass;
+            slower on CPU, a cross-check). Measured in docs/benchmarks.md.
         **kwargs: Passed to ``keras.Model``.
 
     Example:
@@ -105,7 +106,7 @@ class MWATModel(AdversarialTrainingModel):
         margin_source: str = "adversarial",
         base: str = "at",
         beta: float = 6.0,
-        hypergradient_mode: str = "reverse",
+        hypergradient_mode: str = "low_memory",
         **kwargs,
     ):
         super().__init__(classifier, attack=attack, reweight_start_epoch=reweight_start_epoch,

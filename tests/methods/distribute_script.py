@@ -82,8 +82,8 @@ def configurations(x_meta, y_meta) -> dict:
     return {
         "mwat_batch": (km.MWATModel, {"meta_source": "batch"}),
         "mwat_split": (km.MWATModel, {"meta_source": "split", "meta_objective": "both"}),
-        "mwat_low_memory": (km.MWATModel, {"meta_source": "split", "meta_objective": "both",
-                                           "hypergradient_mode": "low_memory"}),
+        "mwat_reverse": (km.MWATModel, {"meta_source": "split", "meta_objective": "both",
+                                        "hypergradient_mode": "reverse"}),
         "mwat_every2": (km.MWATModel, {"meta_update_every": 2, "meta_objective": "clean"}),
         "mwat_trades": (km.MWATModel, {"base": "trades", "weight_normalization": "sum",
                                        "attack": shifted_pgd()}),

@@ -157,7 +157,7 @@ def test_zero_inner_lr_gives_zero_hypergradient(float64):
 @pytest.mark.parametrize("options", [
     {}, {"base": "trades"}, {"meta_source": "split", "meta_objective": "both"}])
 def test_model_hypergradient_modes_agree(options):
-    """MWATModel.hypergradient: "low_memory" and "forward" give the default's value."""
+    """MWATModel.hypergradient: "reverse", "low_memory" and "forward" agree."""
     from keras_mwat import MWATModel
     from tests.methods.helpers import deterministic_attack, make_cnn, recorded_step
 

@@ -22,7 +22,7 @@ SCRIPT = Path(__file__).with_name("distribute_script.py")
 ROOT = SCRIPT.parents[2]
 TIMEOUT = 600
 
-MIRRORED = ["mwat_batch", "mwat_split", "mwat_low_memory", "mwat_every2", "mwat_trades", "mwat_meta_arrays",
+MIRRORED = ["mwat_batch", "mwat_split", "mwat_reverse", "mwat_every2", "mwat_trades", "mwat_meta_arrays",
             "mwat_meta_dataset", "pgd_at", "trades", "mart", "mail", "gairat", "wmmr", "mwn"]
 MULTIWORKER = ["mwat_batch", "mwat_split", "mwat_meta_dataset", "pgd_at"]
 LEARNED = ("mwat", "mwn")  # configurations with a weight network

@@ -8,7 +8,7 @@ import tensorflow as tf
 import keras_mwat as km
 from tests.methods import distribute_script as setup
 
-CONFIGS = ["mwat_batch", "mwat_split", "mwat_low_memory", "mwn", "pgd_at", "trades", "mart", "mail", "gairat",
+CONFIGS = ["mwat_batch", "mwat_split", "mwat_reverse", "mwn", "pgd_at", "trades", "mart", "mail", "gairat",
            "wmmr"]
 
 
