@@ -119,7 +119,7 @@ def virtual_step(
     variables: Sequence,
     inner_loss_scale=None,
     scale_meta_loss: Callable[[tf.Tensor], tf.Tensor] | None = None,
-    mode: str = "reverse",
+    mode: str = "low_memory",
     losses_at: Callable[[list], list] | None = None,
 ):
     """Takes the virtual step and returns the meta loss and its gradient w.r.t. ``variables``.
@@ -139,7 +139,8 @@ def virtual_step(
             gradients (mixed precision); the gradient is divided by it before the step.
         scale_meta_loss: Optional function applied to the meta loss before differentiation
             (an optimizer's ``scale_loss``; it must be linear, as loss scaling is).
-        mode: How ``J v`` is evaluated, all to the same value:
+        mode: How ``J v`` is evaluated, all to the same value (default ``"low_memory"``,
+            as ``MWATModel``'s):
             ``"reverse"``: the inner gradient is recorded by an outer tape, whose backward
             pass is ``J v`` (the inner backward's intermediates stay alive through the
             look-ahead pass).
@@ -193,7 +194,6 @@ def virtual_step(
     else:
         products = _products_by_double_backward(tape, theta, targets, directions,
                                                 inner_loss_scale)
-    inner_lr = tf.cast(inner_lr, tf.float32)
     cotangents = [-tf.cast(inner_lr, c.dtype) * tf.cast(p, c.dtype)
                   for c, p in zip(output_gradients, products)]
     hypergradients = weights_tape.gradient(list(output_gradients), list(variables),
