@@ -2,8 +2,10 @@
 
 All functions take integer labels ``y`` of shape (n,) and logits of shape (n, K) and work in
 float32. ``probability_margin`` is Definition 2.2 of Holtz, Weng & Mishne (2022) (the margin of
-Zeng et al., also used by MAIL); ``multiclass_margin`` is this library's default
-*class-conditioned multi-class* margin (an [OURS] reconstruction, see docs).
+Zeng et al., also used by MAIL); ``multiclass_margin`` is the paper's Definition 3, the
+*multi-class margin* that BiLAW's weight network reads: the K-vector ``p_y - p_j``.
+``multiclass_onehot_margin`` (that vector with ``one_hot(y)`` appended), ``sorted_margin`` and
+``logit_margin`` are this library's own variants, kept as options.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import tensorflow as tf
 from keras_mwat.losses import at_least_float32
 from keras_mwat.validation import check_choice
 
-MARGIN_KINDS = ("multiclass", "scalar", "sorted", "logit")
+MARGIN_KINDS = ("multiclass", "multiclass_onehot", "scalar", "sorted", "logit")
 
 
 def _prepare(y, logits):
@@ -48,22 +50,33 @@ def probability_margin(y, logits) -> tf.Tensor:
 
 
 def multiclass_margin(y, logits) -> tf.Tensor:
-    """Class-conditioned multi-class margin features, the default input of the weight net.
+    """The paper's multi-class margin (Definition 3): ``p_y - p_j`` for every class j.
 
-    The vector ``p_y - p_j`` for every class j in class-index order (K entries, entry y is
-    0), concatenated with ``one_hot(y)``, so the weight function can treat classes
-    differently.
+    With ``p = softmax(logits)``, a K-vector per sample in class-index order; entry y is
+    exactly 0 (so the class is implicit in which entry is zero), every entry is in
+    [-1, 1]. BiLAW computes it on the *clean* input with the current classifier.
 
     Args:
         y: Integer labels, shape (n,).
         logits: Logits, shape (n, K).
 
     Returns:
-        Float32 tensor of shape (n, 2K).
+        Float32 tensor of shape (n, K).
     """
     y, logits, one_hot = _prepare(y, logits)
     margins = _true_minus_others(tf.nn.softmax(logits), one_hot)
-    return tf.concat([margins, one_hot], axis=-1)
+    # The true class's entry is exactly zero (p_y - p_y can round to +-1 ulp otherwise).
+    return margins * (1.0 - one_hot)
+
+
+def multiclass_onehot_margin(y, logits) -> tf.Tensor:
+    """``multiclass_margin`` with ``one_hot(y)`` appended (this library's earlier default).
+
+    Returns:
+        Float32 tensor of shape (n, 2K).
+    """
+    y, logits, one_hot = _prepare(y, logits)
+    return tf.concat([multiclass_margin(y, logits), one_hot], axis=-1)
 
 
 def sorted_margin(y, logits) -> tf.Tensor:
@@ -95,7 +108,8 @@ def margin_features(kind: str, y, logits) -> tf.Tensor:
     """Margin features of the given ``kind``, shape (n, feature_dim(kind, K)).
 
     Args:
-        kind: One of "multiclass", "scalar" (Definition 2.2, as a column), "sorted", "logit".
+        kind: One of "multiclass" (the paper's K-vector), "multiclass_onehot" (with
+            ``one_hot(y)``), "scalar" (Definition 2.2, as a column), "sorted", "logit".
         y: Integer labels, shape (n,).
         logits: Logits, shape (n, K).
     """
@@ -106,11 +120,13 @@ def margin_features(kind: str, y, logits) -> tf.Tensor:
         return sorted_margin(y, logits)
     if kind == "logit":
         return logit_margin(y, logits)
+    if kind == "multiclass_onehot":
+        return multiclass_onehot_margin(y, logits)
     return multiclass_margin(y, logits)
 
 
 def feature_dim(kind: str, num_classes: int) -> int:
     """Number of margin features of ``kind`` for ``num_classes`` classes."""
     check_choice(kind, "margin", MARGIN_KINDS)
-    return {"multiclass": 2 * num_classes, "scalar": 1, "sorted": num_classes - 1,
+    return {"multiclass": num_classes, "multiclass_onehot": 2 * num_classes, "scalar": 1, "sorted": num_classes - 1,
             "logit": 2 * num_classes}[kind]

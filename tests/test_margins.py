@@ -40,18 +40,28 @@ def test_probability_margin_matches_definition_2_2(y, logits):
 
 
 @pytest.mark.parametrize("y, logits", CASES)
-def test_multiclass_margin_is_class_conditioned(y, logits):
+def test_multiclass_margin_is_the_papers_k_vector(y, logits):
     k = logits.shape[1]
     got = margins.multiclass_margin(y, logits.astype("float32")).numpy()
-    assert got.shape == (len(y), 2 * k)
+    assert got.shape == (len(y), k)  # K entries, nothing appended (Definition 3)
     p = softmax(logits)
     expected = p[np.arange(len(y)), y][:, None] - p
-    np.testing.assert_allclose(got[:, :k], expected, atol=1e-6)
-    np.testing.assert_array_equal(got[:, k:], np.eye(k)[y])
+    np.testing.assert_allclose(got, expected, atol=1e-6)
+    assert np.all(got >= -1.0) and np.all(got <= 1.0)
     # The entry of the true class is exactly 0, and the minimum over the others is Def. 2.2.
     np.testing.assert_array_equal(got[np.arange(len(y)), y], 0.0)
-    masked = np.where(np.eye(k)[y] == 1, np.inf, got[:, :k])
+    masked = np.where(np.eye(k)[y] == 1, np.inf, got)
     np.testing.assert_allclose(masked.min(axis=1), reference_margin(y, logits), atol=1e-6)
+
+
+@pytest.mark.parametrize("y, logits", CASES)
+def test_multiclass_onehot_margin_appends_the_class(y, logits):
+    k = logits.shape[1]
+    got = margins.multiclass_onehot_margin(y, logits.astype("float32")).numpy()
+    assert got.shape == (len(y), 2 * k)
+    np.testing.assert_array_equal(got[:, :k],
+                                  margins.multiclass_margin(y, logits.astype("float32")))
+    np.testing.assert_array_equal(got[:, k:], np.eye(k)[y])
 
 
 @pytest.mark.parametrize("y, logits", CASES)

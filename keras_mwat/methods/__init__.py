@@ -5,6 +5,7 @@ from keras_mwat.methods.gairat import GAIRATModel
 from keras_mwat.methods.mail import MAILModel
 from keras_mwat.methods.mart import MARTModel
 from keras_mwat.methods.mwat import MWATModel
+from keras_mwat.methods.mwat_nonparametric import MWATNonParametricModel
 from keras_mwat.methods.mwn import MWNModel
 from keras_mwat.methods.pgd_at import PGDATModel
 from keras_mwat.methods.trades import TRADESModel
@@ -13,6 +14,7 @@ from keras_mwat.methods.wmmr import WMMRModel
 #: Command-line and ``compare`` names of the methods.
 METHODS = {
     "mwat": MWATModel,
+    "mwat_nonparametric": MWATNonParametricModel,
     "pgd_at": PGDATModel,
     "trades": TRADESModel,
     "mart": MARTModel,
@@ -29,6 +31,7 @@ __all__ = [
     "MAILModel",
     "MARTModel",
     "MWATModel",
+    "MWATNonParametricModel",
     "MWNModel",
     "PGDATModel",
     "TRADESModel",

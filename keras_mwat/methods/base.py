@@ -53,6 +53,8 @@ class TrainingStep:
         weighted_loss: Per-sample loss the weights multiply, (n,).
         unweighted_loss: Per-sample loss outside the weights, (n,) or None.
         reweighting: Boolean scalar tensor: whether the warm-up is over.
+        sample_weight: ``fit``'s per-sample weights as float32 (n,), or None. They multiply
+            every loss term (weighted and unweighted), in the real and the virtual step.
     """
 
     x: Any
@@ -68,6 +70,7 @@ class TrainingStep:
     weighted_loss: Any = None
     unweighted_loss: Any = None
     reweighting: Any = None
+    sample_weight: Any = None
 
 
 class _EpochCounter(keras.callbacks.Callback):
@@ -361,10 +364,16 @@ class AdversarialTrainingModel(keras.Model):
             return generator
         return replicas.replica_seed(generator)
 
-    def _attack(self, x, y, logits_clean, seed):
+    def _attack(self, x, y, logits_clean, seed, model_fn=None):
+        """The training attack of ``(x, y)``: the method's objective, the warm-up strength.
+
+        ``model_fn`` defaults to the classifier in inference mode; MWAT passes its
+        look-ahead classifier to attack the meta batch.
+        """
         objective = self.attack_loss(x, y, logits_clean)
+        model_fn = self.classifier_fn(training=False) if model_fn is None else model_fn
         result = self.attack.perturb(
-            self.classifier_fn(training=False), x, y, seed=seed, loss_fn=objective,
+            model_fn, x, y, seed=seed, loss_fn=objective,
             return_kappa=self.needs_kappa, strength=tf.convert_to_tensor(self.attack_strength),
             init=self.objective.attack_init,
         )
@@ -398,6 +407,8 @@ class AdversarialTrainingModel(keras.Model):
 
         step = TrainingStep(x=x, y=y, x_adv=x_adv, logits_clean=logits_clean, kappa=kappa,
                             theta=theta, non_trainable=non_trainable)
+        if sample_weight is not None:
+            step.sample_weight = tf.cast(tf.reshape(sample_weight, [-1]), tf.float32)
         step.reweighting = tf.greater_equal(self.epoch, self.reweight_start_epoch)
         with tape:
             tape.watch(theta)
@@ -419,8 +430,6 @@ class AdversarialTrainingModel(keras.Model):
                                    tf.ones_like(raw_weights))
         weights = tf.stop_gradient(weighting.normalize(raw_weights, mode))
         coefficients = tf.stop_gradient(weighting.loss_coefficients(raw_weights, mode))
-        if sample_weight is not None:
-            coefficients = coefficients * tf.cast(tf.reshape(sample_weight, [-1]), tf.float32)
         loss = self.total_loss(step, coefficients)
         gradients = self.loss_gradients(step, coefficients)
         self.optimizer.apply(gradients, classifier_variables)
@@ -448,14 +457,26 @@ class AdversarialTrainingModel(keras.Model):
         return step.tape.gradient(targets, step.theta if theta is None else theta,
                                   output_gradients=output_gradients)
 
-    def loss_targets(self, step: TrainingStep, coefficients):
-        """(per-sample loss tensors, their output gradients) for a weighted loss."""
+    def loss_targets(self, step: TrainingStep, coefficients, mask=None):
+        """(per-sample loss tensors, their output gradients) for a weighted loss.
+
+        The unweighted term (e.g. TRADES's clean CE) is averaged over the global batch, or
+        over the samples of ``mask`` (a 0/1 float mask) when given; ``fit``'s
+        ``sample_weight`` multiplies both terms.
+        """
         targets = [step.weighted_loss]
         output_gradients = [coefficients]
         if step.unweighted_loss is not None:
             targets.append(step.unweighted_loss)
-            size = weighting.global_batch_size(step.y)
-            output_gradients.append(tf.ones_like(step.unweighted_loss) / size)
+            if mask is None:
+                size = weighting.global_batch_size(step.y)
+                output_gradients.append(tf.ones_like(step.unweighted_loss) / size)
+            else:
+                mask = tf.cast(mask, step.unweighted_loss.dtype)
+                output_gradients.append(mask / weighting.global_sum(tf.reduce_sum(mask)))
+        if step.sample_weight is not None:
+            output_gradients = [g * tf.cast(step.sample_weight, g.dtype)
+                                for g in output_gradients]
         return targets, output_gradients
 
     def _update_training_metrics(self, step: TrainingStep, loss, weights) -> None:

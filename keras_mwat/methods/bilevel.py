@@ -180,12 +180,8 @@ def virtual_step(
     with tf.GradientTape() as weights_tape:
         targets, output_gradients = loss_targets()
     constants = [tf.stop_gradient(g) for g in output_gradients]
-    theta_prime, connected = _inner_step(tape, theta, targets, constants, inner_lr,
-                                         inner_loss_scale)
-    meta_loss, directions = meta_gradient(theta_prime, meta_loss_fn, scale_meta_loss)
-    # The backward pass of the global sum in θ': every replica pulls back the global v.
-    directions = [global_sum(d) if linked else tf.zeros_like(d)
-                  for d, linked in zip(directions, connected)]
+    meta_loss, directions = _look_ahead(tape, theta, targets, constants, inner_lr,
+                                        meta_loss_fn, inner_loss_scale, scale_meta_loss)
     if mode == "forward":
         with tf.autodiff.ForwardAccumulator(list(theta), directions) as accumulator:
             recomputed = losses_at(list(theta))
@@ -199,6 +195,63 @@ def virtual_step(
     hypergradients = weights_tape.gradient(list(output_gradients), list(variables),
                                            output_gradients=cotangents)
     return meta_loss, hypergradients
+
+
+def _look_ahead(tape, theta, targets, coefficients, inner_lr, meta_loss_fn, inner_loss_scale,
+                scale_meta_loss):
+    """The virtual step with constant coefficients; (meta loss, global ``v = ∇_θ' L_meta``)."""
+    theta_prime, connected = _inner_step(tape, theta, targets, coefficients, inner_lr,
+                                         inner_loss_scale)
+    meta_loss, directions = meta_gradient(theta_prime, meta_loss_fn, scale_meta_loss)
+    # The backward pass of the global sum in θ': every replica pulls back the global v.
+    directions = [global_sum(d) if linked else tf.zeros_like(d)
+                  for d, linked in zip(directions, connected)]
+    return meta_loss, directions
+
+
+def gradient_alignment(
+    tape: tf.GradientTape,
+    theta: Sequence[tf.Tensor],
+    targets: Sequence[tf.Tensor],
+    coefficients: Sequence[tf.Tensor],
+    inner_lr,
+    meta_loss_fn: MetaLoss,
+    inner_loss_scale=None,
+):
+    """Per-sample alignment ``<∇_θ' L_meta(θ'), ∇_θ l_i(θ)>`` after a virtual step.
+
+    The non-parametric reweighting of the paper (after learning-to-reweight, Ren et al.
+    2018): the virtual step ``θ' = θ − α Σ_i c_i ∇_θ l_i`` is taken with the given,
+    constant coefficients; ``v = ∇_θ' L_meta(θ')`` (summed over replicas); and for every
+    recorded per-sample loss the inner product of its gradient at θ with ``v``, all at once
+    by the same double backward pass as ``virtual_step(mode="low_memory")``. A positive
+    value means that a step on sample i lowers the meta loss. Under mixed precision the
+    meta loss is scaled by ``inner_loss_scale`` too and the products unscaled.
+
+    Args:
+        tape: A persistent tape that recorded ``targets`` as functions of ``theta``.
+        theta: The classifier's trainable values (watched by ``tape``).
+        targets: The recorded per-sample loss tensors.
+        coefficients: Their constant coefficients in the virtual step (same shapes).
+        inner_lr: Step size α of the virtual step.
+        meta_loss_fn: The meta loss of θ' (a function or a sequence of terms).
+        inner_loss_scale: Optional float32 loss scale (mixed precision).
+
+    Returns:
+        ``(meta_loss, products)``: the meta loss at θ' and one tensor of per-sample inner
+        products per entry of ``targets``.
+    """
+    coefficients = [tf.stop_gradient(c) for c in coefficients]
+    scale = None
+    if inner_loss_scale is not None:
+        scale = lambda loss: loss * tf.cast(inner_loss_scale, loss.dtype)  # noqa: E731
+    meta_loss, directions = _look_ahead(tape, theta, targets, coefficients, inner_lr,
+                                        meta_loss_fn, inner_loss_scale, scale)
+    products = _products_by_double_backward(tape, theta, targets, directions,
+                                            inner_loss_scale)
+    if inner_loss_scale is not None:
+        products = [p / tf.cast(inner_loss_scale, p.dtype) for p in products]
+    return meta_loss, products
 
 
 def _products_by_double_backward(tape, theta, targets, directions, inner_loss_scale):

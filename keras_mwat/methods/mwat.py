@@ -1,12 +1,20 @@
-"""MWAT: margin-weighted adversarial training with a learned weight network.
+"""MWAT, the paper's BiLAW: adversarial training with a learned, margin-based weight network.
 
 Holtz, Weng & Mishne, "Learning Sample Reweighting for Accuracy and Adversarial Robustness"
-(2022). Each sample's loss on its PGD example is weighted by ``ω_φ(m_i)``, a small network
-of the sample's class-conditioned multi-class margin; φ is learned by a bilevel (look-ahead)
-step: virtual step of the classifier under the current weights, meta loss of the virtual
-classifier, step of φ, then the real step with the updated weights. The exact choices
-(features, meta batch, meta objective, normalisation) are this library's reconstruction and
-are all options; see docs/method.md.
+(2022), who call the method **BiLAW** (Bilevel Learnable Adversarial reWeighting). Each
+sample's loss on its PGD example is weighted by ``ω_µ(Δ_i)``, a small network of the sample's
+multi-class margin Δ_i (Definition 3, on the clean input); µ is learned by bilevel
+optimisation. One iteration (Algorithm 1):
+
+1. pseudo step ``θ̃ = θ − β ∇_θ Σ_i w_i ℓ_i(θ)`` with the current weight network;
+2. weight-network step ``µ ← µ − α ∇_µ L_val(θ̃(µ))``, ``L_val`` the unweighted adversarial
+   cross-entropy of a batch of a held-out meta set, differentiated through the pseudo step;
+3. real step of the classifier with the weights of the updated network.
+
+The defaults are the paper's; where the paper is silent the docstring says **[GAP]** and
+names our choice. The earlier reconstruction of this library (meta loss on the training
+batch, margins of the adversarial logits with a one-hot, Adam on the weight net) stays
+reachable through the options; see docs/method.md.
 """
 
 from __future__ import annotations
@@ -22,69 +30,116 @@ from keras_mwat.methods import bilevel, objectives, replicas
 from keras_mwat.methods.base import AdversarialTrainingModel, TrainingStep
 from keras_mwat.weight_net import WeightNetwork
 
-META_SOURCES = ("batch", "split", "dataset")
+META_SOURCES = ("dataset", "batch", "split")
 META_OBJECTIVES = ("adversarial", "clean", "both")
-MARGIN_SOURCES = ("adversarial", "clean")
+MARGIN_SOURCES = ("clean", "adversarial")
+META_ATTACK_MODELS = ("pseudo", "current")
+#: Step size α of the weight network's plain gradient step. The paper does not give it
+#: [GAP]; chosen by the sweep in docs/method.md ("Choosing α").
+DEFAULT_META_LEARNING_RATE = 100.0
+
+
+def missing_meta_set_message(name: str) -> str:
+    """The error shown when a model that needs a held-out meta set has none."""
+    return (
+        f"{name} needs its held-out meta set: the paper trains the weight network on the "
+        "unweighted robust loss of held-out training images (1,000 of them), which are not "
+        "trained on. Split them off and pass them, e.g.\n"
+        "    train, meta = km.data.holdout_split((x_train, y_train), sizes=(1000,), seed=0)\n"
+        f"    model = km.{name}(classifier, meta_data=meta)   # and fit on `train`\n"
+        "(or `model.set_meta_data(meta)` on an existing or loaded model), or pass "
+        "meta_source='batch' for this library's earlier variant that takes the meta loss "
+        "on the training batch itself."
+    )
 
 
 @keras.saving.register_keras_serializable(package="keras_mwat")
 class MWATModel(AdversarialTrainingModel):
-    """Adversarial training with learned, margin-based sample weights (bilevel).
+    """The paper's BiLAW: adversarial training with learned, margin-based sample weights.
+
+    With the defaults this is the method of Holtz, Weng & Mishne (2022) as published:
+    margins ``p_y − p_j`` of the clean probabilities (K features), a weight network
+    ``Dense(128, relu) → Dense(1, sigmoid)``, weights normalised to sum 1 over the batch,
+    the unweighted adversarial cross-entropy of a batch of ``meta_batch_size`` (128) drawn
+    from a held-out meta set as the meta loss, a plain gradient step on the weight network,
+    the pseudo and the real step with the classifier optimizer's learning rate, one meta
+    update per step. Compile it with the paper's optimizer (``km.recipes``: SGD, momentum
+    0.9, lr 0.1 divided by 10 at epochs 30 and 60).
+
+    Where the paper is silent, our choices [GAP]: the pseudo step is a plain SGD step
+    (no momentum, no weight decay) with the optimizer's current learning rate; the meta
+    batch is attacked against the pseudo model θ̃ (the literal reading of ``L_val(θ̃)``;
+    ``meta_attack_model="current"`` attacks θ instead) with the training attack (same
+    objective, same warm-up strength, same seed stream); meta batches are drawn without
+    replacement from the meta set, independently each step; α = 100 (the sweep in
+    docs/method.md); before ``reweight_start_epoch`` (default 0, none in the paper) the
+    weights are uniform and the weight network is not updated.
 
     Args:
         classifier: A built Keras model mapping inputs to logits.
         attack: The training attack (default L-inf PGD-10 at 8/255 in [0, 1]).
-        weight_net: A ``WeightNetwork`` (default ``WeightNetwork(hidden_units=(100,))``).
-        margin: Weight-net input: "multiclass" (``p_y - p_j`` for every class j, with
-            ``one_hot(y)``), "scalar" (Definition 2.2), "sorted" or "logit".
-        meta_source: Meta batch of the look-ahead step: "batch" (the training batch),
-            "split" (a held-out ``meta_fraction`` of each batch; the rest drives the virtual
-            step) or "dataset" (batches drawn from ``meta_data``).
-        meta_objective: Meta loss of the virtual classifier: "adversarial" (the default),
-            "clean" or "both" (sum of the two cross-entropies). "adversarial" and "both"
-            reached the same clean and robust accuracy in the 3-seed ablation of
-            docs/results.md; "adversarial" costs one look-ahead pass less.
-        inner_lr: Step size of the virtual step; None uses the classifier optimizer's
-            current learning rate.
-        meta_optimizer: Optimizer of the weight network (default ``Adam(1e-3)``); wrapped
-            in a ``LossScaleOptimizer`` under the ``mixed_float16`` policy.
-        weight_normalization: "mean" (global mean 1), "sum" (global sum 1) or "none".
+        weight_net: A ``WeightNetwork`` (default ``WeightNetwork(hidden_units=(128,))``).
+        margin: Weight-net input: "multiclass" (the paper's K-vector ``p_y − p_j``),
+            "multiclass_onehot" (with ``one_hot(y)``; ours), "scalar" (Definition 2.2),
+            "sorted" or "logit" (ours).
+        meta_source: Meta batch of the weight-network step: "dataset" (the paper's: batches
+            from the held-out ``meta_data``), "batch" (ours: the training batch itself and
+            its adversarial examples) or "split" (ours: a held-out ``meta_fraction`` of
+            each batch; the rest drives the pseudo step).
+        meta_objective: Meta loss of the pseudo classifier: "adversarial" (the paper's),
+            "clean" or "both" (sum of the two cross-entropies; ours).
+        inner_lr: Step size β of the pseudo step; None (the paper's) uses the classifier
+            optimizer's current learning rate.
+        meta_optimizer: Optimizer of the weight network (default: the paper's plain
+            gradient step, ``SGD(100.0)``, α chosen by us); wrapped in a
+            ``LossScaleOptimizer`` under the ``mixed_float16`` policy.
+        weight_normalization: "sum" (the paper's: weights sum to 1 over the global batch),
+            "mean" (mean 1: the same loss, another logged scale) or "none" (ours).
         reweight_start_epoch: Uniform weights (and no meta update) before this epoch.
-        meta_update_every: Update the weight network every k-th step (learned weights are
-            used on every step; the other steps skip the look-ahead entirely).
+        meta_update_every: Update the weight network every k-th step (1: the paper's; the
+            learned weights are used on every step, the other steps skip the look-ahead and
+            the meta attack: the cheaper option measured in docs/benchmarks.md).
         seed: Seed of the in-graph randomness.
-        meta_data: With ``meta_source="dataset"``: an ``(x, y)`` tuple of arrays or a
-            ``tf.data.Dataset`` of ``(x, y)`` batches. Under tf.distribute a dataset's
-            batches are global batches, split over the replicas like the training data; a
-            dataset cannot be used with ``jit_compile=True`` (arrays can).
+        meta_data: The held-out meta set, with ``meta_source="dataset"``: an ``(x, y)``
+            tuple of arrays (meta batches are drawn from it) or a ``tf.data.Dataset`` of
+            ``(x, y)`` batches (used as it comes). ``km.data.holdout_split`` splits it off
+            a training set. Not saved with the model: a loaded model refuses to train until
+            ``set_meta_data`` attaches it again. Under tf.distribute a dataset's batches are
+            global batches; a dataset cannot be used with ``jit_compile=True``.
         meta_batch_size: Meta batch size drawn from an ``(x, y)`` tuple ``meta_data``
             (the global meta batch: replicas share the draw and each takes a slice).
-        meta_fraction: Held-out fraction of each batch with ``meta_source="split"`` (the
-            last samples of the global batch).
-        margin_source: Margins from the "adversarial" (default) or "clean" logits.
-        base: "at" (weights on the CE of x_adv) or "trades" (weights on TRADES's KL term).
-        beta: TRADES's KL weight (``base="trades"`` only).
+        meta_fraction: Held-out fraction of each batch with ``meta_source="split"``.
+        margin_source: Margins from the "clean" logits (the paper's) or the "adversarial"
+            ones (ours, the earlier default).
+        base: "at" (BiLAW: weights on the CE of x_adv) or "trades" (the paper's
+            **BiLAW-TRADES**: ``CE(f(x), y) + beta · w_i · KL(f(x) ‖ f(x_adv))``, weights on
+            the KL term only, TRADES's own attack).
+        beta: TRADES's KL weight (``base="trades"`` only; the paper's 1/λ = 6).
         hypergradient_mode: How the hypergradient's per-sample products
-            ``<∇_θ' L_meta, ∇_θ l_i>`` are evaluated, all to the same value: "low_memory"
-            (the default: a plain inner backward pass, then the double backward of the
-            recorded losses once the look-ahead pass is done, so that the inner backward's
-            intermediates and the look-ahead's activations are never alive at once),
-            "reverse" (the backward pass through the recorded inner gradient: as fast,
-            more peak memory) or "forward" (forward mode over a recomputed forward pass;
-            slower on CPU, a cross-check). Measured in docs/benchmarks.md.
+            ``<∇_θ̃ L_meta, ∇_θ l_i>`` are evaluated, all to the same value: "low_memory"
+            (the default), "reverse" or "forward" (docs/benchmarks.md).
+        meta_attack_model: Which classifier the meta batch is attacked against:
+            "pseudo" (θ̃, the literal ``L_val(θ̃)``; default) or "current" (θ). Same cost.
+            Unused with ``meta_source="batch"``/``"split"``, which reuse the training
+            batch's adversarial examples.
         **kwargs: Passed to ``keras.Model``.
 
     Example:
     ```python
     import keras, keras_mwat as km
     data = km.data.load_embedded()
-    model = km.MWATModel(
-        km.zoo.small_cnn(input_shape=(28, 28, 1), num_classes=10),
-        attack=km.attacks.PGD(eps=0.3, step_size=0.075, num_steps=10), seed=0)
-    model.compile(optimizer=keras.optimizers.SGD(0.05, momentum=0.9))
-    model.fit(data.train_dataset(), validation_data=data.validation_dataset(), epochs=2)
+    train, meta = km.data.holdout_split(data.train, sizes=(500,), seed=0)
+    model = km.MWATModel(km.zoo.tiny_cnn(), meta_data=meta, seed=0,
+                         attack=km.attacks.PGD(eps=0.1, step_size=0.025, num_steps=10))
+    model.compile(optimizer=keras.optimizers.SGD(0.1, momentum=0.9))
+    model.fit(*train, batch_size=128, epochs=2)
     ```
     """
+
+    #: Whether the method learns a weight network (the non-parametric variant does not).
+    learns_weight_net = True
+    #: Hidden units of the default weight network (the paper's 128).
+    default_hidden_units = (128,)
 
     def __init__(
         self,
@@ -92,21 +147,22 @@ class MWATModel(AdversarialTrainingModel):
         attack=None,
         weight_net: WeightNetwork | None = None,
         margin: str = "multiclass",
-        meta_source: str = "batch",
+        meta_source: str = "dataset",
         meta_objective: str = "adversarial",
         inner_lr: float | None = None,
         meta_optimizer=None,
-        weight_normalization: str = "mean",
+        weight_normalization: str = "sum",
         reweight_start_epoch: int = 0,
         meta_update_every: int = 1,
         seed: int | None = None,
         meta_data=None,
         meta_batch_size: int = 128,
         meta_fraction: float = 0.5,
-        margin_source: str = "adversarial",
+        margin_source: str = "clean",
         base: str = "at",
         beta: float = 6.0,
         hypergradient_mode: str = "low_memory",
+        meta_attack_model: str = "pseudo",
         **kwargs,
     ):
         super().__init__(classifier, attack=attack, reweight_start_epoch=reweight_start_epoch,
@@ -124,6 +180,8 @@ class MWATModel(AdversarialTrainingModel):
         self.margin_source = validation.check_choice(
             margin_source, "margin_source", MARGIN_SOURCES
         )
+        self.meta_attack_model = validation.check_choice(
+            meta_attack_model, "meta_attack_model", META_ATTACK_MODELS)
         self.inner_lr = None if inner_lr is None else validation.check_positive(
             inner_lr, "inner_lr")
         self.weight_normalization = validation.check_choice(
@@ -135,8 +193,31 @@ class MWATModel(AdversarialTrainingModel):
         if self.meta_fraction >= 1.0:
             raise ValueError(f"`meta_fraction` must be in (0, 1), got {meta_fraction!r}.")
 
+        if self.learns_weight_net:
+            self._build_weight_net(weight_net, meta_optimizer)
+        elif weight_net is not None or meta_optimizer is not None:
+            raise ValueError(
+                f"{type(self).__name__} learns no weight network: `weight_net` and "
+                "`meta_optimizer` must be None.")
+        self.meta_loss_tracker = keras.metrics.Mean(name="meta_loss")
+
+        self._meta_arrays = None
+        self._meta_dataset = None
+        self._meta_iterator = None
+        self._distributed_meta_iterator = None
+        if meta_data is not None:
+            if self.meta_source != "dataset":
+                raise ValueError(
+                    f"`meta_data` is only used with meta_source='dataset', got "
+                    f"meta_source={self.meta_source!r}."
+                )
+            self.set_meta_data(meta_data)
+        self.finish_init()
+
+    def _build_weight_net(self, weight_net, meta_optimizer) -> None:
         if weight_net is None:
-            weight_net = WeightNetwork(name="weight_net")
+            weight_net = WeightNetwork(hidden_units=self.default_hidden_units,
+                                       name="weight_net")
         elif isinstance(weight_net, dict):
             weight_net = keras.saving.deserialize_keras_object(weight_net)
         if not isinstance(weight_net, keras.Model):
@@ -157,7 +238,7 @@ class MWATModel(AdversarialTrainingModel):
             ) from error
 
         if meta_optimizer is None:
-            meta_optimizer = keras.optimizers.Adam(1e-3)
+            meta_optimizer = self.default_meta_optimizer()
         else:
             meta_optimizer = keras.optimizers.get(meta_optimizer)
         # Under mixed precision the hypergradient flows through float16 computations: scale
@@ -169,25 +250,27 @@ class MWATModel(AdversarialTrainingModel):
             meta_optimizer = keras.optimizers.LossScaleOptimizer(meta_optimizer)
         self.meta_optimizer = meta_optimizer
         self.meta_optimizer.build(self.weight_net.trainable_variables)
-        self.meta_loss_tracker = keras.metrics.Mean(name="meta_loss")
 
-        self._meta_arrays = None
-        self._meta_dataset = None
-        self._meta_iterator = None
-        self._distributed_meta_iterator = None
-        if self.meta_source == "dataset":
-            self._set_meta_data(meta_data)
-        elif meta_data is not None:
-            raise ValueError(
-                f"`meta_data` is only used with meta_source='dataset', got "
-                f"meta_source={self.meta_source!r}."
-            )
-        self.finish_init()
+    def default_meta_optimizer(self) -> keras.optimizers.Optimizer:
+        """The paper's plain gradient step on the weight network, ``SGD(α)``."""
+        return keras.optimizers.SGD(DEFAULT_META_LEARNING_RATE)
 
     # ----------------------------------------------------------------- set-up
-    def _set_meta_data(self, meta_data) -> None:
+    def set_meta_data(self, meta_data) -> None:
+        """Attaches the held-out meta set (``meta_source="dataset"``).
+
+        Args:
+            meta_data: An ``(x, y)`` tuple of arrays (meta batches of ``meta_batch_size``
+                are drawn from it without replacement) or a ``tf.data.Dataset`` of
+                ``(x, y)`` batches. Checked like ``fit``'s data.
+        """
+        if self.meta_source != "dataset":
+            raise ValueError(f"`meta_data` is only used with meta_source='dataset', got "
+                             f"meta_source={self.meta_source!r}.")
         if meta_data is None:
-            raise ValueError("meta_source='dataset' needs `meta_data=(x, y)` or a tf.data.Dataset.")
+            raise ValueError("`meta_data` must be an (x, y) tuple or a tf.data.Dataset, got None.")
+        self._meta_arrays = self._meta_dataset = None
+        self._meta_iterator = self._distributed_meta_iterator = None
         if isinstance(meta_data, tf.data.Dataset):
             self._validate_data(meta_data, None)
             self._meta_dataset = meta_data
@@ -203,6 +286,20 @@ class MWATModel(AdversarialTrainingModel):
         labels = validation.check_labels(np.asarray(y_meta), self.num_classes, name="meta_data y")
         self._meta_arrays = (tf.constant(np.asarray(x_meta, dtype="float32")),
                              tf.constant(labels.astype("int32")))
+
+    @property
+    def has_meta_set(self) -> bool:
+        """Whether the meta batches have a source (always, unless "dataset" lacks data)."""
+        return self.meta_source != "dataset" or (
+            self._meta_arrays is not None or self._meta_dataset is not None)
+
+    def _check_meta_set(self) -> None:
+        if not self.has_meta_set:
+            raise ValueError(missing_meta_set_message(type(self).__name__))
+
+    def fit(self, *args, **kwargs):
+        self._check_meta_set()  # before any work is done
+        return super().fit(*args, **kwargs)
 
     def xla_obstacle(self) -> str | None:
         if self._meta_dataset is not None:
@@ -305,29 +402,9 @@ class MWATModel(AdversarialTrainingModel):
         def loss_targets():
             raw = self.weight_net(features)
             coefficients = weighting.loss_coefficients(raw, mode, mask)
-            targets, output_gradients = self.loss_targets(step, coefficients)
-            if mask is not None and len(targets) > 1:
-                # The unweighted part (e.g. TRADES's clean CE) also covers the train part only.
-                count = weighting.global_sum(tf.reduce_sum(mask))
-                output_gradients[1] = mask / count
-            return targets, output_gradients
+            return self.loss_targets(step, coefficients, mask=mask)
 
-        x_meta, y_meta, x_meta_adv = self.meta_batch(step, mask, meta_batch)
-
-        size = weighting.global_batch_size(y_meta)
-
-        def meta_term(inputs):
-            def term(theta_prime):
-                logits, _ = self.forward(theta_prime, step.non_trainable, inputs)
-                return tf.reduce_sum(losses.cross_entropy(y_meta, logits)) / size
-            return term
-
-        # The meta loss as a sum of terms: bilevel differentiates them one after the other.
-        meta_terms = []
-        if self.meta_objective in ("adversarial", "both"):
-            meta_terms.append(meta_term(x_meta_adv))
-        if self.meta_objective in ("clean", "both"):
-            meta_terms.append(meta_term(x_meta))
+        meta_terms = self.meta_loss_terms(step, mask, meta_batch)
 
         losses_at = None
         if self.hypergradient_mode == "forward":
@@ -347,15 +424,71 @@ class MWATModel(AdversarialTrainingModel):
             scale_meta_loss=self.meta_optimizer.scale_loss, mode=self.hypergradient_mode,
             losses_at=losses_at)
 
-    def meta_batch(self, step: TrainingStep, mask, meta_batch=None):
-        """(x_meta, y_meta, x_meta_adv) for the meta loss (x_meta_adv None if unused).
+    def meta_loss_terms(self, step: TrainingStep, mask=None, meta_batch=None) -> list:
+        """The meta loss as a list of functions of the look-ahead values θ̃.
+
+        Each term is the mean cross-entropy over the global meta batch of the classifier at
+        θ̃ (training mode, the step's non-trainable values): on the meta batch's
+        adversarial examples ("adversarial"), on its clean inputs ("clean"), or both.
+        """
+        if self.meta_source == "dataset":
+            self._check_meta_set()
+        x_meta, y_meta, reused_adv = self.meta_inputs(step, mask, meta_batch)
+        size = weighting.global_batch_size(y_meta)
+
+        def cross_entropy_at(inputs_at):
+            def term(theta_prime):
+                logits, _ = self.forward(theta_prime, step.non_trainable, inputs_at(theta_prime))
+                return tf.reduce_sum(losses.cross_entropy(y_meta, logits)) / size
+            return term
+
+        terms = []
+        if self.meta_objective in ("adversarial", "both"):
+            if reused_adv is not None:
+                terms.append(cross_entropy_at(lambda _: reused_adv))
+            elif self.meta_attack_model == "current":
+                x_meta_adv = self.attack_meta_batch(step, x_meta, y_meta)
+                terms.append(cross_entropy_at(lambda _: x_meta_adv))
+            else:
+                terms.append(cross_entropy_at(
+                    lambda theta_prime: self.attack_meta_batch(step, x_meta, y_meta,
+                                                               theta_prime)))
+        if self.meta_objective in ("clean", "both"):
+            terms.append(cross_entropy_at(lambda _: x_meta))
+        return terms
+
+    def attack_meta_batch(self, step: TrainingStep, x_meta, y_meta, theta=None):
+        """Adversarial examples of the meta batch from the model's own training attack.
+
+        Same attack, objective (e.g. TRADES's KL for BiLAW-TRADES), warm-up strength and
+        seed stream as the training batch's; against the classifier at ``theta`` (the
+        look-ahead values, held constant) or, if None, the current classifier; inference
+        mode, as for the training batch.
+        """
+        if theta is None:
+            model_fn = self.classifier_fn(training=False)
+        else:
+            frozen = [tf.stop_gradient(value) for value in theta]
+
+            def model_fn(inputs):
+                return self.classifier.stateless_call(frozen, step.non_trainable, inputs,
+                                                      training=False)[0]
+        logits_clean = None
+        if self.needs_natural_logits:  # the TRADES objective maximises KL to clean logits
+            logits_clean = tf.stop_gradient(model_fn(x_meta))
+        x_meta_adv, _ = self._attack(x_meta, y_meta, logits_clean, self.attack_seed(),
+                                     model_fn=model_fn)
+        return x_meta_adv
+
+    def meta_inputs(self, step: TrainingStep, mask, meta_batch=None):
+        """(x_meta, y_meta, reused x_adv or None) of the meta loss.
 
         Under tf.distribute each replica returns its share of the global meta batch: its
         own held-out samples ("split"), its slice of the ``meta_batch_size`` indices drawn
         from ``meta_data`` arrays (the same draw on every replica), or its shard of the
-        dataset's batch.
+        dataset's batch. "batch" and "split" reuse the training batch's adversarial
+        examples; "dataset" returns None there (the meta batch is attacked on its own).
         """
-        needs_adversarial = self.meta_objective in ("adversarial", "both")
         if self.meta_source == "batch":
             return step.x, step.y, step.x_adv
         if self.meta_source == "split":
@@ -363,37 +496,29 @@ class MWATModel(AdversarialTrainingModel):
             return step.x[start:], step.y[start:], step.x_adv[start:]
         if self._meta_arrays is not None:
             x_all, y_all = self._meta_arrays
-            index = keras.random.randint(
-                (self.meta_batch_size,), 0, tf.shape(y_all)[0], seed=self.train_seed
-            )
+            count = tf.shape(y_all)[0]
+            # Without replacement within a meta batch; independent draws across steps.
+            order = keras.random.shuffle(tf.range(count), seed=self.train_seed)
+            wanted = tf.minimum(count, self.meta_batch_size)
+            index = order[:wanted]
             first, last = replicas.replica_slice(self.meta_batch_size)
-            index = index[first:last]
+            index = index[tf.minimum(first, wanted):tf.minimum(last, wanted)]
             x_meta, y_meta = tf.gather(x_all, index), tf.gather(y_all, index)
         else:
             if meta_batch is None:
                 meta_batch = self._next_meta_batch()
             x_meta, y_meta = meta_batch[0], meta_batch[1]
             y_meta = tf.cast(tf.reshape(y_meta, [-1]), tf.int32)
-            x_meta = tf.cast(x_meta, step.x.dtype)
-        x_meta_adv = None
-        if needs_adversarial:
-            x_meta_adv = tf.stop_gradient(self.attack.perturb(
-                self.classifier_fn(training=False), x_meta, y_meta,
-                seed=self.attack_seed()))
-        return x_meta, y_meta, x_meta_adv
+        return tf.cast(x_meta, step.x.dtype), y_meta, None
 
     # ---------------------------------------------------------- serialisation
     def get_config(self) -> dict:
         config = super().get_config()
         config.update(
-            weight_net=keras.saving.serialize_keras_object(self.weight_net),
             margin=self.margin,
             meta_source=self.meta_source,
             meta_objective=self.meta_objective,
             inner_lr=self.inner_lr,
-            meta_optimizer=keras.optimizers.serialize(
-                self.meta_optimizer.inner_optimizer if self._scaled_meta_optimizer
-                else self.meta_optimizer),
             weight_normalization=self.weight_normalization,
             meta_update_every=self.meta_update_every,
             meta_batch_size=self.meta_batch_size,
@@ -402,8 +527,13 @@ class MWATModel(AdversarialTrainingModel):
             base=self.base,
             beta=self.beta,
             hypergradient_mode=self.hypergradient_mode,
+            meta_attack_model=self.meta_attack_model,
         )
-        if self.meta_source == "dataset":
-            # Meta data is not part of the config: a loaded model falls back to the batch.
-            config["meta_source"] = "batch"
+        if self.learns_weight_net:
+            config["weight_net"] = keras.saving.serialize_keras_object(self.weight_net)
+            config["meta_optimizer"] = keras.optimizers.serialize(
+                self.meta_optimizer.inner_optimizer if self._scaled_meta_optimizer
+                else self.meta_optimizer)
+        # The meta set is data, not configuration: a loaded model with meta_source="dataset"
+        # refuses to train until ``set_meta_data`` attaches it again.
         return config

@@ -2,8 +2,8 @@
 
 The same bilevel machinery as MWAT, but the weight network maps each sample's (detached)
 per-sample training loss, not its margin, to a weight; the meta objective defaults to the
-clean cross-entropy, as in the reference (which uses a held-out clean meta set: pass
-``meta_source="dataset", meta_data=(x, y)`` for that).
+clean cross-entropy of a held-out meta set (``meta_data``), a ``Dense(100) → sigmoid`` weight
+network and ``Adam(1e-3)`` on it, as in the reference.
 """
 
 from __future__ import annotations
@@ -18,13 +18,13 @@ class MWNModel(MWATModel):
     """Meta-Weight-Net: learned weights of the per-sample loss, by the look-ahead step.
 
     Takes the arguments of ``MWATModel`` (``margin`` is unused); ``meta_objective``
-    defaults to "clean".
+    defaults to "clean", the weight network to 100 hidden units and its optimizer to
+    ``Adam(1e-3)`` (the reference's).
 
     Example:
     ```python
     data = keras_mwat.data.load_embedded()
-    model = keras_mwat.MWNModel(keras_mwat.zoo.small_cnn(), meta_source="dataset",
-                                meta_data=data.validation)
+    model = keras_mwat.MWNModel(keras_mwat.zoo.small_cnn(), meta_data=data.validation)
     model.compile(optimizer="adam")
     model.fit(data.train_dataset(), epochs=1)
     ```
@@ -32,6 +32,12 @@ class MWNModel(MWATModel):
 
     def __init__(self, classifier, meta_objective: str = "clean", **kwargs):
         super().__init__(classifier, meta_objective=meta_objective, **kwargs)
+
+    default_hidden_units = (100,)
+
+    def default_meta_optimizer(self):
+        """Adam(1e-3) on the weight network, as in the Meta-Weight-Net reference."""
+        return keras.optimizers.Adam(1e-3)
 
     def feature_dim(self) -> int:
         return 1
