@@ -1,6 +1,8 @@
-"""Small reference classifiers that output logits.
+"""Reference classifiers that output logits, including the paper's four architectures.
 
-Every builder returns a built functional ``keras.Model`` whose last layer, named
+``fc1``, ``tiny_cnn``, ``cifar_small_cnn`` and ``wide_resnet`` are the models of Holtz,
+Weng and Mishne (2022); ``small_cnn``, ``mlp`` and ``small_resnet`` are small models for
+quick experiments. Every builder returns a built functional ``keras.Model`` whose last layer, named
 ``"logits"``, is a linear ``Dense(num_classes)``: no softmax, as the library's losses and
 attacks expect. The models serialise with ``model.to_json()`` / ``model.save()``.
 """
@@ -15,7 +17,15 @@ import numpy as np
 
 from keras_mwat.validation import check_int
 
-__all__ = ["small_cnn", "mlp", "small_resnet"]
+__all__ = [
+    "small_cnn",
+    "mlp",
+    "small_resnet",
+    "fc1",
+    "tiny_cnn",
+    "cifar_small_cnn",
+    "wide_resnet",
+]
 
 
 def _check_input_shape(input_shape, rank: int | None = None) -> tuple[int, ...]:
@@ -235,4 +245,267 @@ def small_resnet(
             h = keras.layers.ReLU(name=f"{prefix}_out")(h)
     h = keras.layers.GlobalAveragePooling2D(name="pool")(h)
     outputs = keras.layers.Dense(num_classes, name="logits")(h)
+    return keras.Model(inputs, outputs, name=name)
+
+
+# The paper's architectures (Holtz, Weng and Mishne 2022, appendix tables 4-5).
+
+
+def _batch_norm(name: str) -> keras.layers.BatchNormalization:
+    """PyTorch's batch-norm defaults (momentum 0.1, i.e. Keras 0.9; eps 1e-5), as the
+    reference implementations of the paper's CIFAR models use."""
+    return keras.layers.BatchNormalization(momentum=0.9, epsilon=1e-5, name=name)
+
+
+def _check_min_size(input_shape: tuple[int, ...], minimum: int, reason: str) -> None:
+    if input_shape[0] < minimum or input_shape[1] < minimum:
+        raise ValueError(
+            f"`input_shape` must be at least {minimum}x{minimum} for {reason}, got "
+            f"input_shape={input_shape!r}."
+        )
+
+
+def fc1(
+    input_shape: Sequence[int] = (28, 28, 1),
+    num_classes: int = 10,
+    name: str = "fc1",
+) -> keras.Model:
+    """The paper's FC1: ``Flatten -> Dense(1024, relu) -> Dense(num_classes)``.
+
+    The one-hidden-layer network of the paper's MNIST and Fashion-MNIST experiments. For
+    the default shapes it has 814,090 parameters (784 * 1024 + 1024 + 1024 * 10 + 10).
+
+    Args:
+        input_shape: Shape of one sample (any rank; it is flattened).
+        num_classes: Number of classes (>= 2).
+        name: Model name.
+
+    Returns:
+        A built functional ``keras.Model`` mapping inputs to logits of shape
+        (n, num_classes).
+
+    Example:
+        >>> import keras_mwat as km
+        >>> model = km.zoo.fc1(input_shape=(28, 28, 1), num_classes=10)
+        >>> model.count_params()
+        814090
+    """
+    input_shape = _check_input_shape(input_shape)
+    num_classes = check_int(num_classes, "num_classes", minimum=2)
+    name = _check_name(name)
+
+    layers = keras.layers
+    inputs = keras.Input(shape=input_shape, name="inputs")
+    h = layers.Flatten(name="flatten")(inputs)
+    h = layers.Dense(1024, activation="relu", name="dense")(h)
+    outputs = layers.Dense(num_classes, name="logits")(h)
+    return keras.Model(inputs, outputs, name=name)
+
+
+def tiny_cnn(
+    input_shape: Sequence[int] = (28, 28, 1),
+    num_classes: int = 10,
+    name: str = "tiny_cnn",
+) -> keras.Model:
+    """The paper's tiny-CNN, the MNIST model of Wong and Kolter (2018).
+
+    ``Conv2D(16, 4x4, stride 2, relu) -> Conv2D(32, 4x4, stride 2, relu) -> Flatten ->
+    Dense(100, relu) -> Dense(num_classes)``. Each convolution pads the input by one pixel
+    on every side (``ZeroPadding2D(1)`` then ``"valid"``, PyTorch's ``padding=1``), so a
+    28x28 image becomes 14x14 then 7x7 and 1,568 features enter ``Dense(100)``. For the
+    default shapes it has 166,406 parameters.
+
+    Args:
+        input_shape: ``(height, width, channels)`` of one image, at least 4x4.
+        num_classes: Number of classes (>= 2).
+        name: Model name.
+
+    Returns:
+        A built functional ``keras.Model`` mapping images to logits of shape
+        (n, num_classes).
+
+    Example:
+        >>> import keras_mwat as km
+        >>> model = km.zoo.tiny_cnn(input_shape=(28, 28, 1), num_classes=10)
+        >>> model.count_params()
+        166406
+    """
+    input_shape = _check_input_shape(input_shape, rank=3)
+    _check_min_size(input_shape, 4, "two 4x4 stride-2 convolutions")
+    num_classes = check_int(num_classes, "num_classes", minimum=2)
+    name = _check_name(name)
+
+    layers = keras.layers
+    inputs = keras.Input(shape=input_shape, name="inputs")
+    h = inputs
+    for i, filters in enumerate((16, 32), start=1):
+        h = layers.ZeroPadding2D(1, name=f"pad{i}")(h)
+        h = layers.Conv2D(filters, 4, strides=2, activation="relu", name=f"conv{i}")(h)
+    h = layers.Flatten(name="flatten")(h)
+    h = layers.Dense(100, activation="relu", name="dense")(h)
+    outputs = layers.Dense(num_classes, name="logits")(h)
+    return keras.Model(inputs, outputs, name=name)
+
+
+def cifar_small_cnn(
+    input_shape: Sequence[int] = (32, 32, 3),
+    num_classes: int = 10,
+    name: str = "cifar_small_cnn",
+) -> keras.Model:
+    """The paper's small-CNN for CIFAR: three double-convolution blocks and two dense layers.
+
+    Three blocks of ``[Conv2D(c, 3x3, same) -> BatchNorm -> ReLU -> Conv2D(c, 3x3, same) ->
+    BatchNorm -> ReLU -> MaxPool 2x2]`` with ``c`` = 64, 128, 196, then ``Flatten ->
+    Dense(256, relu) -> Dense(num_classes)``. The convolutions keep their biases and the
+    batch normalisations use PyTorch's defaults (momentum 0.1, i.e. Keras ``momentum=0.9``,
+    epsilon 1e-5), as the reference PyTorch implementation (GAIRAT's ``SmallCNN``) does.
+    For the default shapes (3,136 features into ``Dense(256)``) it has 1,639,282 trainable
+    parameters, plus 1,552 batch-norm moving statistics: ``count_params()`` gives
+    1,640,834.
+
+    Args:
+        input_shape: ``(height, width, channels)`` of one image, at least 8x8.
+        num_classes: Number of classes (>= 2).
+        name: Model name.
+
+    Returns:
+        A built functional ``keras.Model`` mapping images to logits of shape
+        (n, num_classes).
+
+    Example:
+        >>> import keras_mwat as km
+        >>> model = km.zoo.cifar_small_cnn(input_shape=(32, 32, 3), num_classes=10)
+        >>> model.output_shape
+        (None, 10)
+    """
+    input_shape = _check_input_shape(input_shape, rank=3)
+    _check_min_size(input_shape, 8, "three 2x2 poolings")
+    num_classes = check_int(num_classes, "num_classes", minimum=2)
+    name = _check_name(name)
+
+    layers = keras.layers
+    inputs = keras.Input(shape=input_shape, name="inputs")
+    h = inputs
+    for block, filters in enumerate((64, 128, 196), start=1):
+        for conv in (1, 2):
+            prefix = f"block{block}_conv{conv}"
+            h = layers.Conv2D(filters, 3, padding="same", name=prefix)(h)
+            h = _batch_norm(f"{prefix}_bn")(h)
+            h = layers.ReLU(name=f"{prefix}_relu")(h)
+        h = layers.MaxPooling2D(2, name=f"block{block}_pool")(h)
+    h = layers.Flatten(name="flatten")(h)
+    h = layers.Dense(256, activation="relu", name="dense")(h)
+    outputs = layers.Dense(num_classes, name="logits")(h)
+    return keras.Model(inputs, outputs, name=name)
+
+
+def _wrn_conv(h, filters: int, kernel_size: int, strides: int, name: str):
+    """A bias-free convolution with He-normal (fan-out) initialisation, padded as PyTorch's
+    ``padding=kernel_size // 2`` (an explicit symmetric pad when strided)."""
+    padding = "same"
+    if strides > 1 and kernel_size > 1:
+        h = keras.layers.ZeroPadding2D(kernel_size // 2, name=f"{name}_pad")(h)
+        padding = "valid"
+    elif kernel_size == 1:
+        padding = "valid"
+    return keras.layers.Conv2D(
+        filters,
+        kernel_size,
+        strides=strides,
+        padding=padding,
+        use_bias=False,
+        kernel_initializer=keras.initializers.VarianceScaling(
+            scale=2.0, mode="fan_out", distribution="untruncated_normal"
+        ),
+        name=name,
+    )(h)
+
+
+def wide_resnet(
+    input_shape: Sequence[int] = (32, 32, 3),
+    num_classes: int = 10,
+    depth: int = 34,
+    widen_factor: int = 10,
+    name: str | None = None,
+) -> keras.Model:
+    """A pre-activation wide residual network, WRN-``depth``-``widen_factor``.
+
+    The WRN of Zagoruyko and Komodakis (2016) as used by TRADES, MART and GAIRAT: a 3x3
+    convolution with 16 filters, then three groups
+    of ``(depth - 4) / 6`` basic blocks with ``16 * widen_factor``, ``32 * widen_factor``
+    and ``64 * widen_factor`` filters (the second and third groups start with stride 2),
+    then ``BatchNorm -> ReLU -> global average pooling -> Dense(num_classes)``. A block is
+    ``BN-ReLU-conv3x3-BN-ReLU-conv3x3`` plus a shortcut: the identity, or, where the
+    shape changes, a 1x1 convolution of the block's pre-activated input. Convolutions are
+    bias-free with He-normal (fan-out) initialisation; batch normalisation uses PyTorch's
+    defaults (Keras ``momentum=0.9``, epsilon 1e-5).
+
+    The paper trains GAIRAT's "WRN-32-10", whose code counts depth as ``6 * n + 2``
+    (Madry et al.'s convention): its five blocks per group make it this function's
+    ``depth=34``, the default; ``depth=32`` is not a valid depth here.
+
+    Parameter counts for CIFAR-10 (32x32x3 inputs, 10 classes), as trainable parameters
+    (the number PyTorch reports) / ``count_params()`` (which adds the batch-norm moving
+    statistics): WRN-34-10 (the default, GAIRAT's WRN-32-10) 46,160,474 / 46,182,906;
+    WRN-28-10 36,479,194 / 36,497,146; WRN-10-1 77,850 / 78,330.
+
+    Args:
+        input_shape: ``(height, width, channels)`` of one image.
+        num_classes: Number of classes (>= 2).
+        depth: Network depth; ``depth - 4`` must be a positive multiple of 6 (10, 16, 22,
+            28, 34, ...).
+        widen_factor: Width multiplier ``k`` of the three groups (>= 1).
+        name: Model name; ``None`` gives ``"wrn_{depth}_{widen_factor}"``.
+
+    Returns:
+        A built functional ``keras.Model`` mapping images to logits of shape
+        (n, num_classes).
+
+    Example:
+        >>> import keras_mwat as km
+        >>> model = km.zoo.wide_resnet((32, 32, 3), num_classes=10, depth=10, widen_factor=1)
+        >>> model.name, model.output_shape
+        ('wrn_10_1', (None, 10))
+    """
+    input_shape = _check_input_shape(input_shape, rank=3)
+    num_classes = check_int(num_classes, "num_classes", minimum=2)
+    depth = check_int(depth, "depth", minimum=1)
+    if depth < 10 or (depth - 4) % 6:
+        hint = ""
+        if depth >= 8 and (depth - 2) % 6 == 0:
+            hint = (
+                f" Code that counts depth as 6 * n + 2 (GAIRAT's WRN-32-10, Madry et al.) "
+                f"means depth={depth + 2} here."
+            )
+        raise ValueError(
+            "`depth` must be 6 * n + 4 for a positive integer n (blocks per group), e.g. "
+            f"10, 16, 22, 28 or 34, got depth={depth!r}.{hint}"
+        )
+    widen_factor = check_int(widen_factor, "widen_factor", minimum=1)
+    name = _check_name(f"wrn_{depth}_{widen_factor}" if name is None else name)
+    blocks_per_group = (depth - 4) // 6
+
+    layers = keras.layers
+    inputs = keras.Input(shape=input_shape, name="inputs")
+    h = _wrn_conv(inputs, 16, 3, 1, name="stem_conv")
+    widths = (16 * widen_factor, 32 * widen_factor, 64 * widen_factor)
+    for group, filters in enumerate(widths, start=1):
+        for block in range(1, blocks_per_group + 1):
+            prefix = f"group{group}_block{block}"
+            strides = 2 if group > 1 and block == 1 else 1
+            pre = _batch_norm(f"{prefix}_bn1")(h)
+            pre = layers.ReLU(name=f"{prefix}_relu1")(pre)
+            if strides == 1 and h.shape[-1] == filters:
+                shortcut = h
+            else:
+                shortcut = _wrn_conv(pre, filters, 1, strides, name=f"{prefix}_shortcut")
+            r = _wrn_conv(pre, filters, 3, strides, name=f"{prefix}_conv1")
+            r = _batch_norm(f"{prefix}_bn2")(r)
+            r = layers.ReLU(name=f"{prefix}_relu2")(r)
+            r = _wrn_conv(r, filters, 3, 1, name=f"{prefix}_conv2")
+            h = layers.Add(name=f"{prefix}_add")([r, shortcut])
+    h = _batch_norm("final_bn")(h)
+    h = layers.ReLU(name="final_relu")(h)
+    h = layers.GlobalAveragePooling2D(name="pool")(h)
+    outputs = layers.Dense(num_classes, name="logits")(h)
     return keras.Model(inputs, outputs, name=name)
