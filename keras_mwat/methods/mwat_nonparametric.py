@@ -8,6 +8,8 @@ gradient of the meta loss at the pseudo model θ̃, as in learning-to-reweight (
 
 from __future__ import annotations
 
+import dataclasses
+
 import keras
 import tensorflow as tf
 
@@ -50,6 +52,12 @@ class MWATNonParametricModel(MWATModel):
     learns_weight_net = False
 
     def sample_weights(self, step: TrainingStep):
+        meta_loss, weights = self._alignment_weights(step)
+        self.meta_loss_tracker.update_state(meta_loss * replicas.replica_count())
+        return weights
+
+    def _alignment_weights(self, step: TrainingStep):
+        """(meta loss at θ̃, clipped alignments) for a step whose tape recorded the losses."""
         meta_batch = None
         if self._meta_dataset is not None:
             if tf.distribute.has_strategy() and replicas.num_replicas() > 1:
@@ -63,8 +71,19 @@ class MWATNonParametricModel(MWATModel):
             step.tape, step.theta, targets, coefficients, self.virtual_learning_rate(),
             self.meta_loss_terms(step, None, meta_batch),
             inner_loss_scale=self.optimizer.scale_loss(tf.constant(1.0)))
-        self.meta_loss_tracker.update_state(meta_loss * replicas.replica_count())
-        return tf.nn.relu(tf.cast(products[0], tf.float32))
+        return meta_loss, tf.nn.relu(tf.cast(products[0], tf.float32))
 
     def current_weights(self, step: TrainingStep):
-        return self.sample_weights(step)
+        """The weights of a step without a recorded tape (inspection): records one."""
+        theta = [tf.convert_to_tensor(v) for v in self.classifier.trainable_variables]
+        non_trainable = [tf.convert_to_tensor(v)
+                         for v in self.classifier.non_trainable_variables]
+        replay = dataclasses.replace(step, theta=theta, non_trainable=non_trainable)
+        with tf.GradientTape(persistent=True, watch_accessed_variables=False) as tape:
+            tape.watch(theta)
+            replay.logits_adv, _ = self.forward(theta, non_trainable, step.x_adv)
+            if self.needs_natural_logits:
+                replay.logits_natural, _ = self.forward(theta, non_trainable, step.x)
+            replay.weighted_loss, replay.unweighted_loss = self.sample_losses(replay)
+        replay.tape = tape
+        return self._alignment_weights(replay)[1]
