@@ -78,9 +78,11 @@ class TorchSGD(keras.optimizers.SGD):
        ``base_optimizer.py``; the decay does not enter the momentum). PyTorch adds
        ``wd * theta`` to the gradient, so the decay goes through the momentum buffer. For
        plain SGD (``mu = 0``) both give ``theta <- theta * (1 - lr * wd) - lr * g``, exactly.
-       With momentum they differ: for slowly varying weights PyTorch's decay sums to
-       ``lr * wd * theta / (1 - mu)`` per step, ten times Keras's at ``mu = 0.9``. So
-       PyTorch's ``wd = 5e-4`` is roughly Keras's ``weight_decay = 5e-3``, not ``5e-4``.
+       With momentum they differ: the decay enters the buffer, so (to first order in
+       ``lr * wd``, once the buffer has filled) it shrinks the weights by a factor
+       ``1 - lr * wd / (1 - mu)`` per step against Keras's ``1 - lr * wd``: ten times
+       stronger at ``mu = 0.9``. PyTorch's ``wd = 5e-4`` is roughly Keras's
+       ``weight_decay = 5e-3``, not ``5e-4``.
     2. **Momentum.** Keras's velocity accumulates ``lr * g``; PyTorch's buffer accumulates
        ``g`` and multiplies by the current ``lr`` at each step. With a constant learning
        rate the two are the same; after a learning-rate drop PyTorch's whole buffer is
