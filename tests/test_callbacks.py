@@ -6,7 +6,7 @@ import pytest
 import tensorflow as tf
 
 import keras_mwat as km
-from tests.methods.helpers import deterministic_attack, make_cnn
+from tests.methods.helpers import deterministic_attack, make_cnn, method_kwargs
 
 
 class RecordStrength(keras.callbacks.Callback):
@@ -65,7 +65,7 @@ def test_robust_validation_keeps_and_restores_the_best(tiny_data, tmp_path):
 
 @pytest.mark.parametrize("name", ["mwat", "gairat", "pgd_at"])
 def test_weight_tensorboard_writes_histograms_and_the_curve(name, tiny_data, tmp_path):
-    model = km.METHODS[name](make_cnn(), attack=deterministic_attack(1), seed=0)
+    model = km.METHODS[name](**method_kwargs(name), classifier=make_cnn(), attack=deterministic_attack(1), seed=0)
     model.compile(optimizer="adam")
     board = km.callbacks.WeightTensorBoard(tmp_path, tiny_data.x_val, tiny_data.y_val, bins=4)
     model.fit(tiny_data.x_train[:64], tiny_data.y_train[:64], batch_size=32, epochs=2,

@@ -50,3 +50,26 @@ def recorded_step(model, x, y):
         step.weighted_loss, step.unweighted_loss = model.sample_losses(step)
     step.tape = tape
     return step
+
+
+def meta_set(n=16):
+    """A small held-out meta set (embedded validation digits) for MWAT and MWN."""
+    data = _embedded()
+    return data.x_val[:n], data.y_val[:n]
+
+
+def method_kwargs(model_class):
+    """Constructor arguments a method needs besides the classifier: the meta set of the
+    bilevel methods (their paper's held-out meta set), nothing for the others."""
+    if isinstance(model_class, str):
+        model_class = km.METHODS[model_class]
+    return {"meta_data": meta_set()} if issubclass(model_class, km.MWATModel) else {}
+
+
+_CACHE = {}
+
+
+def _embedded():
+    if "data" not in _CACHE:
+        _CACHE["data"] = km.data.load_embedded()
+    return _CACHE["data"]

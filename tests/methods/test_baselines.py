@@ -7,14 +7,14 @@ import tensorflow as tf
 
 import keras_mwat as km
 from keras_mwat.methods.base import TrainingStep
-from tests.methods.helpers import make_cnn
+from tests.methods.helpers import make_cnn, meta_set, method_kwargs
 
 ATTACK = dict(eps=0.3, step_size=0.1, num_steps=2)
 
 
 @pytest.mark.parametrize("name", sorted(km.METHODS))
 def test_each_method_trains_and_round_trips(name, tiny_data, tmp_path):
-    model = km.METHODS[name](make_cnn(), attack=km.attacks.PGD(**ATTACK), seed=0)
+    model = km.METHODS[name](**method_kwargs(name), classifier=make_cnn(), attack=km.attacks.PGD(**ATTACK), seed=0)
     model.compile(optimizer="adam")
     # Keras's own callbacks work unchanged with every method.
     callbacks = [
@@ -90,7 +90,7 @@ def _step(model, tiny_data, n=16):
 
 def test_trades_and_mwat_trades_weight_only_the_kl_term(tiny_data):
     for model in (km.TRADESModel(make_cnn(), beta=3.0),
-                  km.MWATModel(make_cnn(), base="trades", beta=3.0),
+                  km.MWATModel(meta_data=meta_set(), classifier=make_cnn(), base="trades", beta=3.0),
                   km.MAILModel(make_cnn(), base="trades", beta=3.0)):
         step = _step(model, tiny_data)
         weighted, unweighted = model.sample_losses(step)
@@ -141,7 +141,7 @@ def test_gairat_warm_up_gives_uniform_weights(tiny_data):
 
 
 def test_mwn_weights_the_per_sample_loss(tiny_data):
-    model = km.MWNModel(make_cnn())
+    model = km.MWNModel(meta_data=meta_set(), classifier=make_cnn())
     assert model.meta_objective == "clean"
     assert model.weight_net.hidden_layers[0].kernel.shape[0] == 1
     step = _step(model, tiny_data)

@@ -8,7 +8,7 @@ import tensorflow as tf
 
 import keras_mwat as km
 from tests.methods import distribute_script as setup
-from tests.methods.helpers import deterministic_attack, recorded_step
+from tests.methods.helpers import deterministic_attack, meta_set, recorded_step
 
 CONFIGS = ["mwat_batch", "mwat_split", "mwat_reverse", "mwat_trades", "mwn", "pgd_at", "trades", "mart",
            "mail", "gairat", "wmmr"]
@@ -72,7 +72,7 @@ def _hypergradient(policy, x, y, mode):
     keras.utils.set_random_seed(0)
     classifier = km.zoo.small_cnn(width=4)
     # "both": two meta-loss terms, each scaled (the harder case for loss scaling).
-    model = km.MWATModel(classifier, attack=deterministic_attack(), seed=0,
+    model = km.MWATModel(meta_data=meta_set(), classifier=classifier, attack=deterministic_attack(), seed=0,
                          meta_objective="both", hypergradient_mode=mode)
     model.compile(optimizer=keras.optimizers.SGD(0.05, momentum=0.9))
     step = recorded_step(model, x, y)
@@ -100,7 +100,7 @@ def test_weight_network_gradient_in_mixed_precision(mixed_precision, tiny_data, 
 
 
 def test_automatic_loss_scaling_is_not_saved_in_the_config(mixed_precision):
-    model = km.MWATModel(km.zoo.mlp(input_shape=(4,), num_classes=3, hidden_units=(8,)),
+    model = km.MWATModel(meta_data=meta_set(), classifier=km.zoo.mlp(input_shape=(4,), num_classes=3, hidden_units=(8,)),
                          attack=km.attacks.FGSM(eps=0.1))
     assert isinstance(model.meta_optimizer, keras.optimizers.LossScaleOptimizer)
     config = model.get_config()["meta_optimizer"]

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 import keras_mwat as km
-from tests.methods.helpers import clone, make_cnn, weights_of
+from tests.methods.helpers import clone, make_cnn, method_kwargs, weights_of
 
 
 @pytest.mark.parametrize("name", ["mwat", "pgd_at", "gairat"])
@@ -15,7 +15,7 @@ def test_loaded_model_continues_fit_like_an_uninterrupted_run(name, tiny_data, t
 
     def new_model():
         keras.utils.set_random_seed(7)  # the same weight-network initialisation
-        model = km.METHODS[name](clone(base), attack=attack, seed=3)
+        model = km.METHODS[name](**method_kwargs(name), classifier=clone(base), attack=attack, seed=3)
         model.compile(optimizer=keras.optimizers.Adam(1e-3))
         return model
 

@@ -10,6 +10,7 @@ from tests.methods.helpers import (
     clone,
     deterministic_attack,
     make_cnn,
+    meta_set,
     recorded_step,
     weights_of,
 )
@@ -31,7 +32,7 @@ def test_exactly_one_batchnorm_update_per_step(model_class, tiny_data):
     non_trainable = [tf.convert_to_tensor(v) for v in classifier.non_trainable_variables]
     _, expected = classifier.stateless_call(theta, non_trainable, x_adv, training=True)
 
-    model = model_class(classifier, attack=attack, seed=0)
+    model = model_class(classifier, attack=attack, seed=0, **method_kwargs(model_class))
     model.compile(optimizer=sgd())
     model.train_on_batch(x, y)
     for variable, value in zip(classifier.non_trainable_variables, expected):
@@ -45,7 +46,7 @@ def test_exactly_one_batchnorm_update_per_step(model_class, tiny_data):
 @pytest.mark.parametrize("factory", [
     lambda c, a: km.TRADESModel(c, attack=a, seed=2),
     lambda c, a: km.MARTModel(c, attack=a, seed=2),
-    lambda c, a: km.MWATModel(c, attack=a, seed=2, base="trades"),
+    lambda c, a: km.MWATModel(meta_data=meta_set(), classifier=c, attack=a, seed=2, base="trades"),
 ])
 def test_shared_clean_forward_trains_as_two_separate_ones(factory, tiny_data):
     """On a classifier without training-dependent layers, the recorded clean forward also
@@ -77,7 +78,7 @@ def test_mwat_equals_pgd_at_before_reweighting_starts(tiny_data):
     base = make_cnn()
     results = []
     for model in (km.PGDATModel(clone(base), attack=deterministic_attack(), seed=1),
-                  km.MWATModel(clone(base), attack=deterministic_attack(), seed=1,
+                  km.MWATModel(meta_data=meta_set(), classifier=clone(base), attack=deterministic_attack(), seed=1,
                                reweight_start_epoch=5)):
         model.compile(optimizer=sgd())
         history = model.fit(tiny_data.x_train, tiny_data.y_train, batch_size=32, epochs=2,
@@ -94,7 +95,7 @@ def test_same_seed_twice_gives_identical_weights(tiny_data):
     runs = []
     for _ in range(2):
         classifier = make_cnn(seed=5)
-        model = km.MWATModel(classifier, attack=km.attacks.PGD(eps=0.3, step_size=0.1,
+        model = km.MWATModel(meta_data=meta_set(), classifier=classifier, attack=km.attacks.PGD(eps=0.3, step_size=0.1,
                                                               num_steps=2), seed=5)
         model.compile(optimizer=sgd())
         model.fit(tiny_data.train_dataset(batch_size=32, seed=5), epochs=1, verbose=0)
@@ -104,7 +105,7 @@ def test_same_seed_twice_gives_identical_weights(tiny_data):
 
 
 def test_weight_network_learns_during_fit(tiny_data):
-    model = km.MWATModel(make_cnn(), attack=deterministic_attack(), seed=0)
+    model = km.MWATModel(meta_data=meta_set(), classifier=make_cnn(), attack=deterministic_attack(), seed=0)
     model.compile(optimizer=sgd())
     before = weights_of(model.weight_net)
     history = model.fit(tiny_data.x_train, tiny_data.y_train, batch_size=32, epochs=1,
@@ -121,7 +122,7 @@ def test_weight_network_learns_during_fit(tiny_data):
 
 
 def test_weight_network_gradient_is_finite_and_nonzero(tiny_data):
-    model = km.MWATModel(make_cnn(), attack=deterministic_attack(), seed=0)
+    model = km.MWATModel(meta_data=meta_set(), classifier=make_cnn(), attack=deterministic_attack(), seed=0)
     model.compile(optimizer=sgd())
     x = tf.constant(tiny_data.x_train[:32])
     y = tf.constant(tiny_data.y_train[:32].astype("int32"))
@@ -136,17 +137,22 @@ def test_weight_network_gradient_is_finite_and_nonzero(tiny_data):
 @pytest.mark.parametrize("options", [
     {"margin": "scalar"}, {"margin": "sorted"}, {"margin": "logit"},
     {"meta_source": "split"}, {"meta_objective": "both"}, {"meta_objective": "clean"},
-    {"weight_normalization": "sum"}, {"weight_normalization": "none"},
-    {"meta_update_every": 2}, {"inner_lr": 0.1}, {"margin_source": "clean"},
+    {"weight_normalization": "mean"}, {"weight_normalization": "none"},
+    {"meta_update_every": 2}, {"inner_lr": 0.1}, {"margin_source": "adversarial"},
+    {"margin": "multiclass_onehot"}, {"meta_source": "batch"},
+    {"meta_attack_model": "current"}, {"base": "trades"},
 ])
 def test_every_option_trains(options, tiny_data):
-    model = km.MWATModel(make_cnn(), attack=deterministic_attack(1), seed=0, **options)
+    meta = {} if "meta_source" in options else {"meta_data": meta_set()}
+    model = km.MWATModel(make_cnn(), attack=deterministic_attack(1), seed=0, **meta, **options)
     model.compile(optimizer=sgd())
     history = model.fit(tiny_data.x_train[:64], tiny_data.y_train[:64], batch_size=32,
                         epochs=1, verbose=0)
     assert np.isfinite(history.history["loss"][-1])
-    if options.get("weight_normalization") == "sum":
-        assert history.history["mean_weight"][-1] == pytest.approx(1 / 32, rel=1e-4)
+    # The weights multiplying the loss: sum 1 by default (the paper's), mean 1 for "mean".
+    expected = 1.0 if options.get("weight_normalization") == "mean" else 1 / 32
+    if options.get("weight_normalization") != "none":
+        assert history.history["mean_weight"][-1] == pytest.approx(expected, rel=1e-4)
 
 
 def test_meta_dataset_sources(tiny_data):
@@ -165,7 +171,7 @@ def test_reweighting_changes_the_update(tiny_data):
     base = make_cnn()
     finals = []
     for model in (km.PGDATModel(clone(base), attack=deterministic_attack(), seed=1),
-                  km.MWATModel(clone(base), attack=deterministic_attack(), seed=1)):
+                  km.MWATModel(meta_data=meta_set(), classifier=clone(base), attack=deterministic_attack(), seed=1)):
         model.compile(optimizer=sgd())
         model.fit(tiny_data.x_train[:64], tiny_data.y_train[:64], batch_size=32, epochs=1,
                   shuffle=False, verbose=0)
@@ -174,7 +180,7 @@ def test_reweighting_changes_the_update(tiny_data):
 
 
 def test_evaluate_reports_clean_and_robust_accuracy(tiny_data):
-    model = km.MWATModel(make_cnn(), attack=deterministic_attack(), seed=0)
+    model = km.MWATModel(meta_data=meta_set(), classifier=make_cnn(), attack=deterministic_attack(), seed=0)
     model.compile(optimizer=sgd())
     result = model.evaluate(tiny_data.x_test, tiny_data.y_test, return_dict=True, verbose=0)
     assert set(result) == {"loss", "accuracy", "robust_accuracy"}
@@ -194,7 +200,7 @@ def test_one_hot_labels_are_accepted(tiny_data):
 
 
 def test_reweight_start_epoch_counts_from_zero(tiny_data):
-    model = km.MWATModel(make_cnn(), attack=deterministic_attack(1), seed=0,
+    model = km.MWATModel(meta_data=meta_set(), classifier=make_cnn(), attack=deterministic_attack(1), seed=0,
                          reweight_start_epoch=1)
     model.compile(optimizer=sgd())
     history = model.fit(tiny_data.x_train[:64], tiny_data.y_train[:64], batch_size=32,
@@ -207,7 +213,7 @@ def test_reweight_start_epoch_counts_from_zero(tiny_data):
 def test_meta_update_every_skips_the_look_ahead_on_other_steps(tiny_data):
     """With meta_update_every=3 the weight network moves on steps 0 and 3 only, and the
     meta loss averages over those steps alone."""
-    model = km.MWATModel(make_cnn(), attack=deterministic_attack(1), seed=0,
+    model = km.MWATModel(meta_data=meta_set(), classifier=make_cnn(), attack=deterministic_attack(1), seed=0,
                          meta_update_every=3)
     model.compile(optimizer=sgd())
     snapshots, meta_losses = [weights_of(model.weight_net)], []

@@ -5,12 +5,12 @@ import numpy as np
 import pytest
 
 import keras_mwat as km
-from tests.methods.helpers import deterministic_attack, make_cnn
+from tests.methods.helpers import deterministic_attack, make_cnn, meta_set
 
 
 @pytest.fixture
 def model():
-    model = km.MWATModel(make_cnn(), attack=deterministic_attack(1), seed=0)
+    model = km.MWATModel(meta_data=meta_set(), classifier=make_cnn(), attack=deterministic_attack(1), seed=0)
     model.compile(optimizer="sgd")
     return model
 
@@ -86,8 +86,12 @@ def test_unbuilt_classifier_is_rejected():
     ({"meta_update_every": 0}, "meta_update_every"),
     ({"inner_lr": -1.0}, "inner_lr"),
     ({"reweight_start_epoch": -1}, "reweight_start_epoch"),
-    ({"meta_source": "dataset"}, "meta_data"),
+    ({"meta_source": "batch", "meta_data": "meta"}, "meta_data"),
+    ({"meta_attack_model": "theta"}, "meta_attack_model"),
+    ({"meta_data": ([[0.0]], [0])}, "meta_data x"),
 ])
 def test_bad_options(kwargs, match):
+    if kwargs.get("meta_data") == "meta":
+        kwargs = {**kwargs, "meta_data": meta_set()}
     with pytest.raises((ValueError, TypeError), match=match):
         km.MWATModel(make_cnn(), attack=deterministic_attack(), **kwargs)
