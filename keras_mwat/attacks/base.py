@@ -185,12 +185,12 @@ class Attack:
         ]
         return outputs[0] if len(outputs) == 1 else tf.concat(outputs, axis=0)
 
-    def _function_for(self, model, x: np.ndarray):
+    def _function_for(self, model, x: np.ndarray | None = None):
         """A ``tf.function`` running ``perturb`` on ``model``, cached per model and config.
 
-        A model seen for the first time is probed on the first points of ``x`` and refused
-        if it outputs probabilities: the attacks' losses need logits, and on a softmax they
-        saturate and fail silently (robust accuracy looks high, or the gradients vanish).
+        Before building a new function, ``model`` is probed on the first points of ``x``
+        (when given) and refused if it outputs probabilities: the attacks' losses need
+        logits, and on a softmax they saturate and fail silently (the model looks robust).
         """
         key = repr(sorted(self.get_config().items()))
         try:
@@ -199,8 +199,9 @@ class Attack:
             cached = None
         if cached is not None and cached[0] == key:
             return cached[1]
-        probe = _model_fn(model)(tf.convert_to_tensor(x[:_PROBE_POINTS]))
-        validation.check_logits(probe, name="model")
+        if x is not None:
+            probe = _model_fn(model)(tf.convert_to_tensor(x[:_PROBE_POINTS]))
+            validation.check_logits(probe, name="model")
         try:
             model_ref = weakref.ref(model)
         except TypeError:
