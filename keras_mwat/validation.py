@@ -196,9 +196,10 @@ def check_logits(outputs, name: str = "classifier") -> None:
     rows_sum_to_one = np.allclose(out.sum(axis=1), 1.0, atol=1e-3)
     if rows_sum_to_one and out.min() >= 0.0 and out.max() <= 1.0:
         raise ValueError(
-            f"`{name}` appears to output probabilities (rows in [0, 1] summing to 1); "
-            "keras-mwat needs logits. Remove the final softmax (e.g. "
-            "`Dense(num_classes)` instead of `Dense(num_classes, activation='softmax')`)."
+            f"`{name}` appears to output probabilities (its outputs are non-negative, at "
+            "most 1 and sum to 1 per row); keras-mwat needs logits. Remove the final "
+            "softmax (e.g. `Dense(num_classes)`, i.e. `activation=None`, instead of "
+            "`Dense(num_classes, activation='softmax')`)."
         )
 
 

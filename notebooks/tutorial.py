@@ -1,10 +1,12 @@
 # ---
 # jupyter:
 #   jupytext:
-#     formats: py:percent
+#     formats: ipynb,py:percent
 #     text_representation:
 #       extension: .py
 #       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.7
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -25,11 +27,13 @@
 # 4. looks at adversarial examples, and
 # 5. evaluates robustness with a cascade of attacks (`km.evaluate_robustness`).
 #
-# This file is a [jupytext](https://jupytext.readthedocs.io) percent-format notebook: run it
-# as a script (`python notebooks/tutorial.py`), or open it as a notebook with
-# `jupytext --to ipynb notebooks/tutorial.py`. With `TINY = True` (the default, used in CI)
-# everything runs in well under a minute and the numbers mean nothing; set `TINY = False`
-# for a real run (several minutes on 2 CPU cores).
+# The notebook `notebooks/tutorial.ipynb` and the script `notebooks/tutorial.py` are the same
+# tutorial, paired with [jupytext](https://jupytext.readthedocs.io): open the notebook in
+# Jupyter (`pip install "keras-mwat[notebook]"` gives the kernel), or run the script with
+# `python notebooks/tutorial.py`. After editing one, run `jupytext --sync
+# notebooks/tutorial.ipynb` to update the other (a test checks that they agree). With
+# `TINY = True` (the default, used in CI) everything runs in well under a minute and the
+# numbers mean nothing; set `TINY = False` for a real run (several minutes on 2 CPU cores).
 
 # %% tags=["parameters"]
 TINY = True
@@ -221,6 +225,7 @@ text = reports["mwat"].to_json()
 print(text[:600], "...")
 assert km.RobustnessReport.from_json(text) == reports["mwat"]
 print("robust accuracy after each attack:", reports["mwat"].per_attack)
+print("clean accuracy:", reports["mwat"].clean_accuracy)
 print("robust accuracy:", reports["mwat"].robust_accuracy)
 
 # %% [markdown]

@@ -1,10 +1,10 @@
-"""The examples and the tutorial notebook run end to end with their tiny settings.
+"""The examples run end to end with their tiny settings.
 
 Each script runs in a fresh subprocess (as a user would run it), from a temporary working
 directory, and must exit with 0 and print its key result lines. The default suite runs
-train_embedded, evaluate_saved_model, export_for_serving, train_tfds and the notebook (about
-a minute on 2 idle cores); the slower or redundant runs are marked ``slow``
-(``make test-slow``).
+train_embedded, evaluate_saved_model, export_for_serving and train_tfds (about a minute on
+2 idle cores); the slower or redundant runs are marked ``slow`` (``make test-slow``). The
+tutorial notebook is executed in a Jupyter kernel by ``tests/test_notebook.py``.
 """
 
 from __future__ import annotations
@@ -134,14 +134,6 @@ def test_tune(tmp_path):
                  str(tmp_path / "tuning"), cwd=tmp_path)
     accuracies(output)
     assert "best val_robust_accuracy:" in output and "best hyperparameters:" in output
-
-
-def test_tutorial_notebook_runs_as_a_script(tmp_path):
-    output = run(NOTEBOOK, cwd=tmp_path)
-    figures = {path.name for path in (tmp_path / "runs" / "tutorial").glob("*.png")}
-    assert figures == {"digits.png", "training_curves.png", "weight_vs_margin.png",
-                       "adversarial_examples.png", "accuracy.png"}
-    assert "robust accuracy:" in output and "class 9: mean weight" in output
 
 
 def test_tutorial_is_a_jupytext_notebook_with_a_tiny_parameter_cell():

@@ -64,6 +64,10 @@ def _num_classes(model, x: np.ndarray) -> int:
     return int(num_classes)
 
 
+#: Points of the first batch a new model is run on to check that it outputs logits.
+_PROBE_POINTS = 8
+
+
 def _model_fn(model) -> Callable[[tf.Tensor], tf.Tensor]:
     if isinstance(model, keras.Layer):
         return lambda z: model(z, training=False)
@@ -157,6 +161,10 @@ class Attack:
         Returns:
             A ``tf.Tensor`` of adversarial inputs with the shape (and floating dtype) of
             ``x``.
+
+        Raises:
+            ValueError: ``model`` outputs probabilities (e.g. it ends with a softmax)
+                instead of logits, or ``x`` or ``y`` is invalid.
         """
         x = validation.check_inputs(x, self.value_range)
         labels = validation.check_labels(
@@ -169,7 +177,7 @@ class Attack:
         if x.shape[0] == 0:
             return tf.convert_to_tensor(x)
         _ = self.seed_generator  # created eagerly, before tracing
-        run = self._function_for(model)
+        run = self._function_for(model, x)
         step = batch_size or x.shape[0]
         outputs = [
             run(tf.convert_to_tensor(x[i : i + step]), tf.convert_to_tensor(labels[i : i + step]))
@@ -177,8 +185,13 @@ class Attack:
         ]
         return outputs[0] if len(outputs) == 1 else tf.concat(outputs, axis=0)
 
-    def _function_for(self, model):
-        """A ``tf.function`` running ``perturb`` on ``model``, cached per model and config."""
+    def _function_for(self, model, x: np.ndarray | None = None):
+        """A ``tf.function`` running ``perturb`` on ``model``, cached per model and config.
+
+        Before building a new function, ``model`` is probed on the first points of ``x``
+        (when given) and refused if it outputs probabilities: the attacks' losses need
+        logits, and on a softmax they saturate and fail silently (the model looks robust).
+        """
         key = repr(sorted(self.get_config().items()))
         try:
             cached = self._functions.get(model)
@@ -186,6 +199,9 @@ class Attack:
             cached = None
         if cached is not None and cached[0] == key:
             return cached[1]
+        if x is not None:
+            probe = _model_fn(model)(tf.convert_to_tensor(x[:_PROBE_POINTS]))
+            validation.check_logits(probe, name="model")
         try:
             model_ref = weakref.ref(model)
         except TypeError:

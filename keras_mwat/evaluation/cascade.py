@@ -144,8 +144,9 @@ def evaluate_robustness(
     each sign of gradient masking is warned (``GradientMaskingWarning``) and stored.
 
     Args:
-        classifier: A Keras model returning logits, or a training model (``MWATModel``
-            etc.), whose ``classifier`` is evaluated.
+        classifier: A Keras model returning logits (one returning probabilities raises
+            ``ValueError``), or a training model (``MWATModel`` etc.), whose
+            ``classifier`` is evaluated.
         data: ``(x, y)`` arrays (integer or one-hot labels) or a ``tf.data.Dataset`` of
             ``(x, y)`` batches.
         eps: Radius of the threat model, >= 0.
@@ -217,6 +218,7 @@ def evaluate_robustness(
         )
     if not np.isfinite(clean_logits).all():
         raise ValueError("`classifier` produced NaN or infinite logits on `data`.")
+    validation.check_logits(clean_logits, name="classifier")  # a softmax model fails here
     num_classes = clean_logits.shape[1]
     labels = validation.check_labels(y, num_classes=num_classes, batch_size=len(x))
     suite = _resolve_attacks(attacks, eps, norm, value_range, seed, num_classes)

@@ -120,10 +120,10 @@ def test_no_masking_warning_on_a_normally_trained_model(clean_cnn):
     assert checks["large_eps"] <= 0.1
 
 
-def test_probability_outputs_warn(clean_cnn):
+def test_probability_outputs_raise(clean_cnn):
     model, (x, y) = clean_cnn
     softmax = keras.Sequential([model, keras.layers.Softmax()])
-    with pytest.warns(GradientMaskingWarning, match="probabilities"):
+    with pytest.raises(ValueError, match="probabilities.*Remove the final softmax"):
         km.evaluate_robustness(softmax, (x[:40], y[:40]), eps=EPS,
                                attacks=[FGSM(eps=EPS)], check_points=20, verbose=0)
 
