@@ -254,9 +254,8 @@ def load_fashion_mnist(
             ``sudo apt-get install dataset-fashion-mnist`` puts them. ``"keras"``: download
             them with ``keras.datasets.fashion_mnist.load_data()`` (needs internet access the
             first time; pass ``"./keras"`` for a local folder of that name).
-        validation_size: Validation images taken from the training set: 0 (the default),
-            or at least 10 so that each class is in it (stratified), and below the number
-            of training images.
+        validation_size: Validation images taken from the training set (>= 0, below the
+            number of training images; use a multiple of 10 for equal class counts).
         seed: Seed of the validation draw (>= 0).
 
     Returns:
@@ -293,11 +292,10 @@ def load_fashion_mnist(
     x_train, y_train = arrays["x_train"], arrays["y_train"].astype(np.int64)
     x_test, y_test = arrays["x_test"], arrays["y_test"].astype(np.int64)
     n_train = len(y_train)
-    if 0 < validation_size < len(CLASS_NAMES) or validation_size >= n_train:
+    if validation_size >= n_train:
         raise ValueError(
-            f"`validation_size` must be 0 or between {len(CLASS_NAMES)} (one image per class) "
-            f"and {n_train - 1} (some training images must remain), got "
-            f"validation_size={validation_size}."
+            f"`validation_size` must be below the {n_train} training images (some must "
+            f"remain for training), got validation_size={validation_size}."
         )
     if validation_size:
         (x_train, y_train), (x_val, y_val) = holdout_split(

@@ -7,10 +7,11 @@ proportions of the whole.
 
 Stratification is a joint rounding: every set (the held-out ones and the remaining
 training set) gets from each class ``floor`` or ``ceil`` of its proportional share
-``n_class * size / n``, every class present in a non-empty set at least once, and the
-sizes are met exactly. Such a rounding always exists when the classes and the sets are
-large enough (Bacharach 1966, "matrix rounding"); it is found by augmenting paths in the
-small classes x sets graph, with the classes that get the extra unit chosen at random.
+``n_class * size / n``, while the sizes of the sets and of the classes are met exactly.
+Rounding each set on its own (largest remainder, set after set) cannot promise both; a
+joint rounding always exists (Bacharach 1966, "matrix rounding problems") and is found by
+augmenting paths in the small classes x sets graph, the classes that get the extra unit
+chosen at random.
 """
 
 from __future__ import annotations
@@ -96,45 +97,44 @@ def _stratified_counts(
 ) -> np.ndarray:
     """Per-class counts of every set: an int array (classes, sets).
 
-    Row c sums to ``counts[c]``, column k to ``sizes[k]``; each entry is the floor or the
-    ceiling of ``counts[c] * sizes[k] / n``, and at least 1 where that share is positive.
+    Row c sums to ``counts[c]``, column k to ``sizes[k]``, and each entry is the floor or
+    the ceiling of ``counts[c] * sizes[k] / n``: the floors, plus one unit in some cells
+    with a fractional share, chosen by augmenting paths (a bipartite b-matching between
+    the classes' and the sets' missing units, which exists because the fractional parts
+    themselves are a fractional solution).
     """
     counts = np.asarray(counts, dtype=np.int64)
     sizes_arr = np.asarray(sizes, dtype=np.int64)
-    total = int(counts.sum())
     product = counts[:, None] * sizes_arr[None, :]
-    low = product // total
-    high = low + (product % total != 0)
-    low = np.maximum(low, (product > 0).astype(np.int64))  # every class in every set
+    total = max(int(counts.sum()), 1)
+    low = product // total  # exact integer floors
+    free = product % total != 0  # cells whose share is fractional may get one more
     row_need = counts - low.sum(axis=1)
-    col_need = sizes_arr - low.sum(axis=0)
-    if np.any(col_need < 0):
-        k = int(np.flatnonzero(col_need < 0)[0])
-        raise ValueError(
-            f"Cannot stratify: a set of {sizes[k]} samples cannot hold each of the "
-            f"{int((product[:, k] > 0).sum())} classes at least once. Use larger sets (at "
-            "least the number of classes) or pass stratify=False."
-        )
-    if np.any(row_need < 0):
-        c = int(np.flatnonzero(row_need < 0)[0])
-        raise ValueError(
-            f"Cannot stratify: class {classes[c]!r} has {counts[c]} sample(s), fewer than the "
-            f"{int((product[c] > 0).sum())} non-empty sets it must appear in. Pass "
-            "stratify=False, or drop or merge the rare class."
-        )
-    free = high > low
+    col_left = sizes_arr - low.sum(axis=0)
     extra = np.zeros_like(low)
-    col_left = col_need.copy()
     col_order = rng.permutation(len(sizes))
-    for c in rng.permutation(len(counts)):
+    for c in rng.permutation(len(counts)):  # random classes get the extra units
         for _ in range(int(row_need[c])):
-            if not _augment(c, free, extra, col_left, col_order):
-                raise ValueError(  # pragma: no cover - only with tiny classes and sets
-                    f"Cannot stratify sets of sizes {tuple(sizes)} over class counts "
-                    f"{dict(zip(classes.tolist(), counts.tolist(), strict=True))}; pass "
-                    "stratify=False."
+            if not _augment(c, free, extra, col_left, col_order):  # pragma: no cover
+                raise RuntimeError(  # impossible by the matrix-rounding theorem
+                    f"No stratified rounding of sets {tuple(sizes)} over class counts "
+                    f"{counts.tolist()}; please report this."
                 )
     return low + extra
+
+
+def _check_stratifiable(classes, counts, parts_sizes) -> None:
+    """Raises if a class has a single sample while two or more sets are non-empty."""
+    if sum(1 for size in parts_sizes if size > 0) < 2:
+        return
+    rare = np.flatnonzero(counts < 2)
+    if rare.size:
+        raise ValueError(
+            f"Cannot stratify: class {classes[rare[0]].item()!r} has only "
+            f"{int(counts[rare[0]])} sample, too few to keep its proportion in more than one "
+            f"set ({rare.size} such class(es)). Pass stratify=False, or drop or merge the "
+            "rare classes."
+        )
 
 
 def _split_indices(
@@ -147,6 +147,7 @@ def _split_indices(
         parts = np.split(order, np.cumsum(parts_sizes)[:-1])
     else:
         classes, inverse, counts = np.unique(y, return_inverse=True, return_counts=True)
+        _check_stratifiable(classes, counts, parts_sizes)
         alloc = _stratified_counts(classes, counts, parts_sizes, rng)
         order = rng.permutation(n)
         by_class = [order[inverse[order] == c] for c in range(len(classes))]
@@ -236,8 +237,8 @@ def holdout_split(
     the class proportions of ``data``: every class gets ``floor`` or ``ceil`` of its
     proportional share ``n_class * size / n`` in every set (so at most one sample away from
     proportional, and exactly proportional when the shares are whole, e.g. 100 per class
-    in 1,000 of a balanced 10-class set), and at least one sample in every non-empty set.
-    The extra units and the samples are chosen at random with ``seed``: the same seed and
+    in 1,000 of a balanced 10-class set). A set smaller than the number of classes thus
+    holds only some of them (each at most once). The extra units and the samples are chosen at random with ``seed``: the same seed and
     input give the same split.
 
     The remaining training set keeps the input order; each held-out set is in random order
@@ -268,8 +269,8 @@ def holdout_split(
         TypeError: If ``data``, ``sizes`` or ``seed`` has the wrong type, or the labels are
             not class indices (with ``stratify=True``).
         ValueError: If a size is negative, the sizes add up to more than ``data`` holds, or
-            the split cannot be stratified: a class has fewer samples than the non-empty
-            sets it must appear in, or a held-out set is smaller than the number of classes.
+            a class is too small to stratify: it has a single sample while two or more
+            sets are non-empty (as in scikit-learn; pass ``stratify=False``).
 
     Example:
         >>> import numpy as np
