@@ -150,7 +150,8 @@ def _split_indices(
         _check_stratifiable(classes, counts, parts_sizes)
         alloc = _stratified_counts(classes, counts, parts_sizes, rng)
         order = rng.permutation(n)
-        by_class = [order[inverse[order] == c] for c in range(len(classes))]
+        grouped = order[np.argsort(inverse[order], kind="stable")]  # by class, shuffled within
+        by_class = np.split(grouped, np.cumsum(counts)[:-1])
         parts = [
             np.concatenate(
                 [
