@@ -143,6 +143,11 @@ class ImageSplits:
     class_names: ClassVar[tuple[str, ...]] = ()
 
     def __post_init__(self) -> None:
+        if not hasattr(type(self), "num_classes") or not hasattr(type(self), "input_shape"):
+            raise TypeError(
+                "ImageSplits is a base class: use a dataset's subclass (EmbeddedData, "
+                "FashionMNISTData) or subclass it with `num_classes` and `input_shape`."
+            )
         for held_out in ("meta", "early_stopping"):
             x, y = getattr(self, f"x_{held_out}"), getattr(self, f"y_{held_out}")
             if (x is None) != (y is None):

@@ -255,6 +255,15 @@ def test_with_holdout_errors(embedded, kwargs, error, match):
         embedded.with_holdout(**kwargs)
 
 
+def test_image_splits_is_a_base_class(embedded):
+    from keras_mwat.data import ImageSplits
+
+    with pytest.raises(TypeError, match="base class"):
+        ImageSplits(*embedded.train, *embedded.validation, *embedded.test)
+    with pytest.raises(ValueError, match="x_meta.*y_meta"):
+        EmbeddedData(*embedded.train, *embedded.validation, *embedded.test, x_meta=embedded.x_val)
+
+
 def test_with_holdout_twice_is_an_error(embedded):
     once = embedded.with_holdout(meta=100, early_stopping=0)
     with pytest.raises(ValueError, match="already has held-out sets"):
