@@ -58,3 +58,12 @@ examples: $(STAMP)
 	$(BIN)/python examples/compare_methods.py --tiny
 	$(BIN)/python examples/tune.py --tiny --directory $(EXAMPLES_DIR)/tuning
 	cd $(EXAMPLES_DIR) && MPLBACKEND=Agg ../../$(BIN)/python ../../notebooks/tutorial.py
+
+# The full Fashion-MNIST for km.data.load_fashion_mnist(): Debian's dataset-fashion-mnist puts
+# the four IDX files in /usr/share/datasets/fashion-mnist (root or sudo; apt-get update only
+# when the package lists do not know it yet).
+.PHONY: fashion-mnist
+fashion-mnist:
+	@SUDO=$$([ "$$(id -u)" -eq 0 ] || echo sudo); \
+	$$SUDO apt-get install -y dataset-fashion-mnist || \
+	{ $$SUDO apt-get update && $$SUDO apt-get install -y dataset-fashion-mnist; }

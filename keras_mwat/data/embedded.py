@@ -10,14 +10,12 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import TYPE_CHECKING, ClassVar
+from typing import ClassVar
 
 import numpy as np
 
+from keras_mwat.data.splits import ImageSplits, _allocate
 from keras_mwat.validation import check_int
-
-if TYPE_CHECKING:  # pragma: no cover
-    import tensorflow as tf
 
 __all__ = ["EmbeddedData", "load_embedded", "NUM_SAMPLES"]
 
@@ -52,58 +50,13 @@ def _load_source() -> tuple[np.ndarray, np.ndarray]:
     return x, y
 
 
-def _allocate(counts: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
-    """Splits ``n`` draws across classes in proportion to ``counts`` (largest remainder).
-
-    Each class gets ``floor(n * p_c)`` or one more; the extra units go to the largest
-    fractional parts, ties broken at random. Requires ``0 <= n <= counts.sum()``; the result
-    never exceeds ``counts``.
-    """
-    counts = np.asarray(counts, dtype=np.int64)
-    total = int(counts.sum())
-    if total == 0 or n == 0:
-        return np.zeros_like(counts)
-    quotas = counts * n / total
-    alloc = np.floor(quotas).astype(np.int64)
-    remainder = n - int(alloc.sum())
-    if remainder > 0:
-        fractions = quotas - alloc
-        tie_break = rng.permutation(len(counts))
-        # Stable sort on a random permutation: equal fractions are taken in random order.
-        ranked = tie_break[np.argsort(-fractions[tie_break], kind="stable")]
-        alloc[ranked[:remainder]] += 1
-    return np.minimum(alloc, counts)
-
-
-def _stratified_indices(y: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
-    """Indices of ``n`` samples of ``y`` drawn per class in proportion, in shuffled order.
-
-    With fewer samples requested than classes present, the classes that get one are chosen
-    at random (the draw is then a plain random sample).
-    """
-    if n >= len(y):
-        return rng.permutation(len(y))
-    classes, counts = np.unique(y, return_counts=True)
-    alloc = _allocate(counts, n, rng)
-    order = rng.permutation(len(y))
-    shuffled_labels = y[order]
-    picked = [order[shuffled_labels == c][:k] for c, k in zip(classes, alloc, strict=True)]
-    indices = np.concatenate(picked) if picked else np.zeros(0, dtype=np.int64)
-    return indices[rng.permutation(len(indices))]
-
-
-def _check_bool(value, name: str) -> bool:
-    if not isinstance(value, bool | np.bool_):
-        raise TypeError(f"`{name}` must be a bool, got {name}={value!r}.")
-    return bool(value)
-
-
 @dataclasses.dataclass(frozen=True, eq=False, repr=False)
-class EmbeddedData:
+class EmbeddedData(ImageSplits):
     """Stratified train / validation / test splits of the embedded MNIST sample.
 
     Images are float32 in ``[0, 1]`` with shape (n, 28, 28, 1); labels are int64 class
-    indices of shape (n,). Create it with ``load_embedded``.
+    indices of shape (n,). Create it with ``load_embedded``. The splits, datasets,
+    ``subset`` and ``with_holdout`` come from ``ImageSplits``.
 
     Attributes:
         x_train: Training images.
@@ -115,6 +68,7 @@ class EmbeddedData:
         num_classes: Number of classes (10).
         input_shape: Shape of one image, ``(28, 28, 1)``.
         value_range: Range of the pixel values, ``(0.0, 1.0)``.
+        class_names: The digits ``"0"`` to ``"9"``.
 
     Example:
         >>> import keras_mwat as km
@@ -127,152 +81,10 @@ class EmbeddedData:
         (64, 28, 28, 1) <dtype: 'int64'>
     """
 
-    x_train: np.ndarray
-    y_train: np.ndarray
-    x_val: np.ndarray
-    y_val: np.ndarray
-    x_test: np.ndarray
-    y_test: np.ndarray
-
     num_classes: ClassVar[int] = 10
     input_shape: ClassVar[tuple[int, int, int]] = _IMAGE_SHAPE
     value_range: ClassVar[tuple[float, float]] = (0.0, 1.0)
-
-    def __post_init__(self) -> None:
-        for split in ("train", "val", "test"):
-            x = getattr(self, f"x_{split}")
-            y = getattr(self, f"y_{split}")
-            if x.ndim != 4 or x.shape[1:] != self.input_shape or y.shape != (x.shape[0],):
-                raise ValueError(
-                    f"`x_{split}` must have shape (n, 28, 28, 1) and `y_{split}` shape (n,), "
-                    f"got {x.shape} and {y.shape}."
-                )
-
-    def __repr__(self) -> str:
-        return (
-            f"EmbeddedData(train={len(self.y_train)}, validation={len(self.y_val)}, "
-            f"test={len(self.y_test)}, input_shape={self.input_shape}, "
-            f"num_classes={self.num_classes})"
-        )
-
-    @property
-    def train(self) -> tuple[np.ndarray, np.ndarray]:
-        """The training split as an ``(x, y)`` tuple."""
-        return self.x_train, self.y_train
-
-    @property
-    def validation(self) -> tuple[np.ndarray, np.ndarray]:
-        """The validation split as an ``(x, y)`` tuple."""
-        return self.x_val, self.y_val
-
-    @property
-    def test(self) -> tuple[np.ndarray, np.ndarray]:
-        """The test split as an ``(x, y)`` tuple."""
-        return self.x_test, self.y_test
-
-    def train_dataset(
-        self,
-        batch_size: int = 128,
-        shuffle: bool = True,
-        seed: int = 0,
-        drop_remainder: bool = False,
-    ) -> tf.data.Dataset:
-        """Batched ``(x, y)`` training dataset, reshuffled every epoch.
-
-        Args:
-            batch_size: Samples per batch.
-            shuffle: Shuffle with a full-size buffer, seeded with ``seed`` and reshuffled on
-                every iteration (epoch).
-            seed: Shuffle seed.
-            drop_remainder: Drop the last, smaller batch.
-
-        Returns:
-            A prefetched ``tf.data.Dataset`` of ``(float32 images, int64 labels)``.
-        """
-        shuffle = _check_bool(shuffle, "shuffle")
-        drop_remainder = _check_bool(drop_remainder, "drop_remainder")
-        seed = check_int(seed, "seed", minimum=0)
-        return _make_dataset(
-            self.x_train,
-            self.y_train,
-            batch_size,
-            shuffle=shuffle,
-            seed=seed,
-            drop_remainder=drop_remainder,
-        )
-
-    def validation_dataset(self, batch_size: int = 128) -> tf.data.Dataset:
-        """Batched ``(x, y)`` validation dataset in a fixed order."""
-        return _make_dataset(self.x_val, self.y_val, batch_size)
-
-    def test_dataset(self, batch_size: int = 128) -> tf.data.Dataset:
-        """Batched ``(x, y)`` test dataset in a fixed order."""
-        return _make_dataset(self.x_test, self.y_test, batch_size)
-
-    def subset(
-        self,
-        train: int | None = None,
-        validation: int | None = None,
-        test: int | None = None,
-        seed: int = 0,
-    ) -> EmbeddedData:
-        """A smaller copy with at most the given number of samples per split.
-
-        Samples are drawn per class in proportion to the split's class counts (largest
-        remainder, ties broken at random), so a subset of a balanced split stays balanced.
-        A split asked for at least its size is kept whole.
-
-        Args:
-            train: Training samples to keep; None keeps them all.
-            validation: Validation samples to keep; None keeps them all.
-            test: Test samples to keep; None keeps them all.
-            seed: Seed of the draw.
-
-        Returns:
-            A new ``EmbeddedData``.
-
-        Example:
-            >>> tiny = load_embedded().subset(train=100, validation=20, test=20)
-            >>> len(tiny.y_train), len(tiny.y_val), len(tiny.y_test)
-            (100, 20, 20)
-        """
-        sizes = {
-            "train": train if train is None else check_int(train, "train", minimum=0),
-            "validation": (
-                validation if validation is None else check_int(validation, "validation", minimum=0)
-            ),
-            "test": test if test is None else check_int(test, "test", minimum=0),
-        }
-        rng = np.random.default_rng(check_int(seed, "seed", minimum=0))
-        fields = {}
-        for split, attr in (("train", "train"), ("validation", "val"), ("test", "test")):
-            x = getattr(self, f"x_{attr}")
-            y = getattr(self, f"y_{attr}")
-            n = sizes[split]
-            if n is None or n >= len(y):
-                fields[f"x_{attr}"], fields[f"y_{attr}"] = x.copy(), y.copy()
-            else:
-                keep = _stratified_indices(y, n, rng)
-                fields[f"x_{attr}"], fields[f"y_{attr}"] = x[keep], y[keep]
-        return EmbeddedData(**fields)
-
-
-def _make_dataset(
-    x: np.ndarray,
-    y: np.ndarray,
-    batch_size: int,
-    shuffle: bool = False,
-    seed: int = 0,
-    drop_remainder: bool = False,
-) -> tf.data.Dataset:
-    import tensorflow as tf
-
-    batch_size = check_int(batch_size, "batch_size", minimum=1)
-    dataset = tf.data.Dataset.from_tensor_slices((x, y))
-    if shuffle and len(y) > 1:
-        dataset = dataset.shuffle(len(y), seed=seed, reshuffle_each_iteration=True)
-    dataset = dataset.batch(batch_size, drop_remainder=drop_remainder)
-    return dataset.prefetch(tf.data.AUTOTUNE)
+    class_names: ClassVar[tuple[str, ...]] = tuple(str(digit) for digit in range(10))
 
 
 def load_embedded(validation_size: int = 500, test_size: int = 1000, seed: int = 0) -> EmbeddedData:
