@@ -320,7 +320,9 @@ class AdversarialTrainingModel(keras.Model):
 
         Runs the training attack (its own seed, not the training one) and an inference
         forward. Returns NumPy arrays: ``margin`` (Definition 2.2, on the adversarial
-        logits), ``weight`` (normalised over the batch, as in training) and ``y``.
+        logits), ``weight`` (normalised over the batch as in training, on the scale where a
+        uniform weight is 1: "sum"-normalised weights are shown times the batch size) and
+        ``y``.
         """
         y = _to_labels(tf.convert_to_tensor(y), self.num_classes)
         x = tf.convert_to_tensor(x)
@@ -332,6 +334,8 @@ class AdversarialTrainingModel(keras.Model):
             step.logits_natural = logits_clean
         step.weighted_loss, step.unweighted_loss = self.sample_losses(step)
         raw, mode = self.current_weights(step), self.weight_normalization_mode()
+        if mode == "sum":  # the same loss as "mean": shown on the mean-1 scale, relative to
+            mode = "mean"  # a uniform weight, so that methods compare on one scale
         if raw is None:  # uniform, as in train_step
             raw, mode = tf.ones(tf.shape(y)), "mean"
         elif int(self.epoch.numpy()) < self.reweight_start_epoch:

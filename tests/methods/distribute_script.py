@@ -84,9 +84,10 @@ def configurations(x_meta, y_meta) -> dict:
         "mwat_split": (km.MWATModel, {"meta_source": "split", "meta_objective": "both"}),
         "mwat_reverse": (km.MWATModel, {"meta_source": "split", "meta_objective": "both",
                                         "hypergradient_mode": "reverse"}),
-        "mwat_every2": (km.MWATModel, {"meta_update_every": 2, "meta_objective": "clean"}),
-        "mwat_trades": (km.MWATModel, {"base": "trades", "weight_normalization": "sum",
-                                       "attack": shifted_pgd()}),
+        "mwat_every2": (km.MWATModel, {"meta_update_every": 2, "meta_objective": "clean",
+                                       "meta_data": (x_meta, y_meta), "meta_batch_size": 8}),
+        "mwat_trades": (km.MWATModel, {"base": "trades", "attack": shifted_pgd(),
+                                       "meta_data": (x_meta, y_meta), "meta_batch_size": 8}),
         "mwat_meta_arrays": (km.MWATModel, {"meta_source": "dataset",
                                             "meta_data": (x_meta, y_meta),
                                             "meta_batch_size": 8}),
@@ -101,7 +102,7 @@ def configurations(x_meta, y_meta) -> dict:
         "mwn": (km.MWNModel, {"meta_source": "split"}),
         # Random starts: replicas draw their own noise, so only "trains" is checked.
         "mwat_random_start": (km.MWATModel, {"attack": km.attacks.PGD(
-            eps=0.2, step_size=0.1, num_steps=2)}),
+            eps=0.2, step_size=0.1, num_steps=2), "meta_data": (x_meta, y_meta)}),
     }
 
 

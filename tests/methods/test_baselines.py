@@ -29,7 +29,7 @@ def test_each_method_trains_and_round_trips(name, tiny_data, tmp_path):
                         validation_data=(tiny_data.x_val, tiny_data.y_val),
                         callbacks=callbacks, verbose=0).history
     expected = {"loss", "accuracy", "robust_accuracy", "mean_weight", "weight_std"}
-    if name in ("mwat", "mwn"):
+    if issubclass(km.METHODS[name], km.MWATModel):
         expected.add("meta_loss")
     expected |= {"val_loss", "val_accuracy", "val_robust_accuracy"}
     assert set(history) == expected

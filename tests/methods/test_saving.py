@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 import keras_mwat as km
-from tests.methods.helpers import clone, make_cnn, method_kwargs, weights_of
+from tests.methods.helpers import clone, make_cnn, meta_set, method_kwargs, weights_of
 
 
 @pytest.mark.parametrize("name", ["mwat", "pgd_at", "gairat"])
@@ -30,6 +30,11 @@ def test_loaded_model_continues_fit_like_an_uninterrupted_run(name, tiny_data, t
     first.save(path)
     loaded = keras.models.load_model(path)  # safe_mode=True
     assert loaded.compiled and loaded.optimizer.iterations.numpy() == 3
+    if isinstance(loaded, km.MWATModel):
+        # The held-out meta set is data, not configuration: re-attach it to train on.
+        with pytest.raises(ValueError, match="set_meta_data"):
+            loaded.fit(epochs=2, initial_epoch=1, **data)
+        loaded.set_meta_data(meta_set())
     loaded.fit(epochs=2, initial_epoch=1, **data)
 
     for a, b in zip(weights_of(loaded), weights_of(uninterrupted)):
