@@ -1,7 +1,10 @@
 """Adversarial attacks: pure functions over a logits function, plus thin serialisable classes.
 
-Threat model: white-box, untargeted, L-infinity or L2 perturbations of radius ``eps`` per
-sample; inputs stay inside ``value_range`` (default ``(0.0, 1.0)``, images scaled to [0, 1]).
+Attacks: ``PGD``, ``FGSM``, ``CWPGD``, ``APGD`` (APGD-CE, APGD-T), ``FAB`` (FAB, FAB-T),
+``Square`` (black-box) and ``CleverhansAttack``.
+
+Threat model: white-box (Square: black-box), L-infinity or L2 perturbations of radius
+``eps`` per sample; inputs stay inside ``value_range`` (default ``(0.0, 1.0)``, images scaled to [0, 1]).
 
 Example:
 
@@ -22,6 +25,7 @@ import keras
 from keras_mwat.attacks.apgd import apgd
 from keras_mwat.attacks.base import APGD, CWPGD, FGSM, PGD, Attack
 from keras_mwat.attacks.cleverhans import CleverhansAttack
+from keras_mwat.attacks.fab import FAB, fab, hyperplane_projection
 from keras_mwat.attacks.pgd import pgd
 from keras_mwat.attacks.primitives import (
     ascent_direction,
@@ -40,12 +44,15 @@ __all__ = [
     "PGD",
     "Attack",
     "CleverhansAttack",
+    "FAB",
     "Square",
     "apgd",
     "ascent_direction",
     "boundary_start",
     "clip_to_range",
+    "fab",
     "get",
+    "hyperplane_projection",
     "normal_start",
     "pgd",
     "project",

@@ -151,8 +151,9 @@ def evaluate_robustness(
             ``(x, y)`` batches.
         eps: Radius of the threat model, >= 0.
         norm: ``"linf"`` or ``"l2"``.
-        attacks: ``"quick"``, ``"standard"`` (see ``keras_mwat.evaluation.presets``) or a
-            list of attack objects with this ``eps`` and ``norm``.
+        attacks: ``"quick"``, ``"standard"``, ``"autoattack"`` (see
+            ``keras_mwat.evaluation.presets``) or a list of attack objects with this
+            ``eps`` and ``norm``.
         n: Evaluate the first ``n`` points (all if None).
         batch_size: Points per attack batch.
         seed: Seed of the preset attacks (each gets its own, derived from it) and of the
