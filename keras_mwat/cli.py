@@ -28,6 +28,10 @@ import time
 from pathlib import Path
 
 DEFAULT_COMPARE = "mwat,pgd_at,trades,mart,mail,gairat"
+#: Classifiers of ``--model`` (``km.zoo`` builders).
+MODELS = ("small_cnn", "tiny_cnn", "fc1", "mlp", "cifar_small_cnn", "wide_resnet")
+#: Held-out meta set of the bilevel methods: the paper's 1,000; 500 of the 3,500 embedded.
+META_SIZE, EMBEDDED_META_SIZE = 1000, 500
 
 
 def _bounded(kind, minimum, strict: bool):
@@ -50,32 +54,55 @@ _nonnegative_int = _bounded(int, 0, strict=False)
 
 
 def _add_common_arguments(parser: argparse.ArgumentParser, default_eval: str = "quick") -> None:
-    parser.add_argument("--epochs", type=_positive_int, default=10)
+    parser.add_argument("--recipe", choices=("none", "paper", "paper-cifar"), default="none",
+                        help="'paper': the paper's protocol (km.recipes: SGD momentum 0.9, "
+                             "lr 0.1 /10 at epochs 30 and 60 of 100, batch 128, PGD-10 step "
+                             "eps/4; 'paper-cifar' adds random crop and flip); it sets the "
+                             "defaults of --epochs, --optimizer, --lr, --train-steps and "
+                             "--eps-warmup-epochs (0), which still override it; drops scale "
+                             "with --epochs. 'none': this library's quick settings")
+    parser.add_argument("--model", choices=MODELS, default=None,
+                        help="classifier from km.zoo (default small_cnn; tiny_cnn with "
+                             "--recipe paper; cifar_small_cnn for 32x32x3 data)")
+    parser.add_argument("--epochs", type=_positive_int, default=None,
+                        help="default 10 (100 with --recipe paper)")
     parser.add_argument("--batch-size", type=_positive_int, default=128)
     parser.add_argument("--eps", type=_nonnegative_float, default=0.3,
-                        help="L-inf radius of the training and evaluation attacks")
+                        help="radius of the training and evaluation attacks")
+    parser.add_argument("--norm", choices=("linf", "l2"), default="linf",
+                        help="norm of the training and evaluation attacks")
     parser.add_argument("--train-steps", type=_positive_int, default=10,
                         help="PGD steps of the training attack")
-    parser.add_argument("--eval-attacks", choices=("quick", "standard", "pgd"),
+    parser.add_argument("--eval-attacks", choices=("quick", "standard", "autoattack", "pgd"),
                         default=default_eval,
-                        help="final evaluation: 'quick' (PGD-20x2 + APGD-CE), 'standard' "
-                             "(APGD-CE, APGD-T, CW-PGD, Square) or 'pgd' (PGD only, with "
-                             "--eval-steps and --eval-restarts; for tiny runs)")
+                        help="final evaluation: 'quick' (PGD-20x2 + APGD-CE), 'autoattack' "
+                             "(AutoAttack's standard suite: APGD-CE, APGD-T, FAB-T, Square), "
+                             "'standard' (APGD-CE, APGD-T, CW-PGD, Square) or 'pgd' (PGD only, "
+                             "with --eval-steps and --eval-restarts; for tiny runs)")
     parser.add_argument("--eval-steps", type=_positive_int, default=20,
                         help="PGD steps of the 'pgd' evaluation")
     parser.add_argument("--eval-restarts", type=_positive_int, default=2,
                         help="random restarts of the 'pgd' evaluation")
-    parser.add_argument("--optimizer", choices=("adam", "sgd"), default="adam",
-                        help="classifier optimizer (sgd: momentum 0.9)")
-    parser.add_argument("--lr", type=_positive_float, default=1e-3,
-                        help="classifier learning rate (also MWAT's virtual-step size)")
-    parser.add_argument("--eps-warmup-epochs", type=_nonnegative_int, default=3,
+    parser.add_argument("--optimizer", choices=("adam", "sgd"), default=None,
+                        help="classifier optimizer (default adam; sgd: momentum 0.9; with "
+                             "--recipe the recipe's SGD and schedule)")
+    parser.add_argument("--lr", type=_positive_float, default=None,
+                        help="classifier learning rate, also MWAT's pseudo-step size "
+                             "(default 1e-3; 0.1 with --recipe paper)")
+    parser.add_argument("--eps-warmup-epochs", type=_nonnegative_int, default=None,
                         help="epochs over which the training radius ramps up from 0 "
-                             "(0: no warm-up)")
+                             "(0: no warm-up; default 3, 0 with --recipe paper)")
+    parser.add_argument("--meta-size", type=_positive_int, default=None,
+                        help="held-out meta set of the bilevel methods (MWAT, MWN), split "
+                             "off the training split (default 1000 as in the paper; 500 on "
+                             "the embedded data)")
     parser.add_argument("--dataset", default="embedded",
-                        help="'embedded' (MNIST subset shipped offline) or 'tfds:NAME' "
-                             "(already prepared in --data-dir; never downloads)")
-    parser.add_argument("--data-dir", default=None, help="tensorflow-datasets data_dir")
+                        help="'embedded' (MNIST subset shipped offline), 'fashion_mnist' "
+                             "(the full data set from --data-dir, default Debian's "
+                             "/usr/share/datasets/fashion-mnist: `make fashion-mnist`) or "
+                             "'tfds:NAME' (already prepared in --data-dir; never downloads)")
+    parser.add_argument("--data-dir", default=None,
+                        help="tensorflow-datasets data_dir, or Fashion-MNIST's folder")
     parser.add_argument("--subset", type=_positive_int, default=None,
                         help="use at most this many training samples (tiny runs; "
                              "embedded data only)")
@@ -135,15 +162,23 @@ def parse_method_spec(spec: str) -> tuple[str, dict]:
     return name, overrides
 
 
-def _build_method(spec: str, classifier, attack, data, seed=None):
-    """The method of ``spec`` around ``classifier``; ``meta_source=dataset`` variants get
-    the validation split as their held-out meta set."""
+def _build_method(spec: str, classifier, attack, data, seed=None, meta_size=META_SIZE):
+    """The method of ``spec`` around ``classifier`` and the data it trains on.
+
+    A method that needs a held-out meta set (MWAT's family and MWN with their default
+    ``meta_source="dataset"``) gets ``meta_size`` samples split off the training split (the
+    same ones for every seed); its training split is that much smaller, as in the paper.
+    Returns ``(model, data)``.
+    """
     import keras_mwat as km
 
     name, overrides = parse_method_spec(spec)
-    if overrides.get("meta_source") == "dataset":
-        overrides["meta_data"] = (data.x_val, data.y_val)
-    return km.METHODS[name](classifier, attack=attack, seed=seed, **overrides)
+    model = km.METHODS[name](classifier, attack=attack, seed=seed, **overrides)
+    if getattr(model, "has_meta_set", True):
+        return model, data
+    data = _with_meta_set(data, meta_size)
+    model.set_meta_data(data.meta)
+    return model, data
 
 
 def _run_name(spec: str) -> str:
@@ -321,11 +356,35 @@ class TFDSSplits:
                           batch_size=batch_size, shuffle=shuffle, seed=seed,
                           value_range=self.value_range)
 
+    #: The tfds split slices of training and validation (the last 10%: early stopping).
+    train_split, validation_split = "train[:90%]", "train[90%:]"
+
+    def with_meta(self, size: int):
+        """A copy whose first ``size`` training examples are a held-out meta set (``.meta``
+        arrays; the first ones, not stratified) and no longer trained on."""
+        import copy
+
+        import numpy as np
+
+        if size >= len(self.y_train):
+            raise SystemExit(f"keras-mwat: --meta-size {size} must be smaller than the "
+                             f"{len(self.y_train)} training examples")
+        xs, ys = [], []
+        for x, y in self._split(f"train[:{size}]", 512, shuffle=False):
+            xs.append(x.numpy())
+            ys.append(y.numpy())
+        data = copy.copy(self)
+        data.meta = (np.concatenate(xs), np.concatenate(ys))
+        data.y_meta = data.meta[1]
+        data.train_split = f"train[{size}:90%]"
+        data.y_train = self.y_train[size:]
+        return data
+
     def train_dataset(self, batch_size=128, seed=0):
-        return self._split("train[:90%]", batch_size, shuffle=True, seed=seed)
+        return self._split(self.train_split, batch_size, shuffle=True, seed=seed)
 
     def validation_dataset(self, batch_size=128):
-        return self._split("train[90%:]", batch_size, shuffle=False)
+        return self._split(self.validation_split, batch_size, shuffle=False)
 
 
 def _load_data(args):
@@ -334,28 +393,98 @@ def _load_data(args):
     if args.dataset.startswith("tfds:"):
         return TFDSSplits(args.dataset[len("tfds:"):], data_dir=args.data_dir,
                           test_limit=args.test_subset)
-    if args.dataset != "embedded":
-        raise SystemExit(f"keras-mwat: --dataset must be 'embedded' or 'tfds:NAME', got "
-                         f"{args.dataset!r}")
-    # One fixed split for every run: --seed changes the initial weights, the data order and
-    # the attacks, never which digits are test digits (a model trained with any seed can be
-    # evaluated on the same, unseen test split).
-    data = km.data.load_embedded(seed=0)
-    if args.subset or args.test_subset:
+    if args.dataset == "fashion_mnist":
+        try:
+            # The last 1,000 of the paper's held-out sets: the early-stopping (validation)
+            # split, stratified, the same for every seed and method.
+            data = km.data.load_fashion_mnist(path=args.data_dir, validation_size=1000, seed=0)
+        except FileNotFoundError as error:
+            raise SystemExit(f"keras-mwat: --dataset fashion_mnist: {error}") from None
+    elif args.dataset == "embedded":
+        # One fixed split for every run: --seed changes the initial weights, the data order
+        # and the attacks, never which digits are test digits (a model trained with any seed
+        # can be evaluated on the same, unseen test split).
+        data = km.data.load_embedded(seed=0)
+    else:
+        raise SystemExit(f"keras-mwat: --dataset must be 'embedded', 'fashion_mnist' or "
+                         f"'tfds:NAME', got {args.dataset!r}")
+    if getattr(args, "subset", None) or getattr(args, "test_subset", None):
         data = data.subset(train=args.subset, validation=args.subset and max(args.subset // 4, 32),
                            test=args.test_subset, seed=0)
     return data
+
+
+def _resolve_defaults(args) -> None:
+    """Fills the options left at None from ``--recipe`` (or this library's quick settings)."""
+    paper = args.recipe != "none"
+    quick = {"epochs": 10, "optimizer": "adam", "lr": 1e-3, "eps_warmup_epochs": 3}
+    if paper:
+        from keras_mwat import recipes
+
+        recipe = recipes.get(args.recipe)
+        quick = {"epochs": recipe.epochs, "optimizer": "sgd", "lr": recipe.learning_rate,
+                 "eps_warmup_epochs": 0}
+    for key, value in quick.items():
+        if getattr(args, key, None) is None:
+            setattr(args, key, value)
+    if getattr(args, "model", None) is None:
+        args.model = "tiny_cnn" if args.recipe == "paper" else (
+            "cifar_small_cnn" if args.recipe == "paper-cifar" else "small_cnn")
+
+
+def _recipe(args):
+    """The ``km.recipes.Recipe`` of ``--recipe`` scaled to ``--epochs`` and ``--lr``, or None."""
+    if args.recipe == "none":
+        return None
+    from keras_mwat import recipes
+
+    recipe = recipes.get(args.recipe)
+    if args.epochs != recipe.epochs:
+        recipe = recipe.scaled(args.epochs)
+    return recipe.replace(learning_rate=args.lr, batch_size=args.batch_size)
 
 
 def _prepare(args):
     """(data, training attack) for a command's arguments."""
     import keras_mwat as km
 
+    _resolve_defaults(args)
     data = _load_data(args)
-    eps = args.eps
+    eps, recipe = args.eps, _recipe(args)
+    if recipe is not None:
+        return data, recipe.replace(attack_steps=args.train_steps).attack(
+            eps, norm=args.norm, value_range=data.value_range)
     train_attack = km.attacks.PGD(eps=eps, step_size=max(2.5 * eps / args.train_steps, 1e-6),
-                                  num_steps=args.train_steps, value_range=data.value_range)
+                                  num_steps=args.train_steps, norm=args.norm,
+                                  value_range=data.value_range)
     return data, train_attack
+
+
+def _classifier(args, data):
+    """The ``--model`` classifier for the data's input shape and classes."""
+    import keras_mwat as km
+
+    builder = getattr(km.zoo, args.model)
+    try:
+        return builder(input_shape=data.input_shape, num_classes=data.num_classes)
+    except ValueError as error:
+        raise SystemExit(f"keras-mwat: --model {args.model}: {error}") from None
+
+
+def _meta_size(args) -> int:
+    if args.meta_size is not None:
+        return args.meta_size
+    return EMBEDDED_META_SIZE if args.dataset == "embedded" else META_SIZE
+
+
+def _with_meta_set(data, size: int):
+    """The data with a held-out meta set (``.meta``) split off its training split."""
+    if isinstance(data, TFDSSplits):
+        return data.with_meta(size)
+    if size >= len(data.y_train):
+        raise SystemExit(f"keras-mwat: --meta-size {size} must be smaller than the "
+                         f"{len(data.y_train)} training samples")
+    return data.with_holdout(meta=size, early_stopping=0, seed=0)
 
 
 def _new_run_dir(parent: Path) -> Path:
@@ -369,15 +498,22 @@ def _new_run_dir(parent: Path) -> Path:
 
 
 def _fit(method: str, args, data, train_attack, directory: Path, extra_callbacks=()):
-    """Trains ``method`` from the seed's initial weights; returns (model, seconds, history)."""
+    """Trains ``method`` from the seed's initial weights; returns (model, seconds, history,
+    the data it trained on)."""
+    import math
+
     import keras
 
     import keras_mwat as km
 
     keras.utils.set_random_seed(args.seed)  # the same initial weights for every method
-    classifier = km.zoo.small_cnn(input_shape=data.input_shape, num_classes=data.num_classes)
-    model = _build_method(method, classifier, train_attack, data, seed=args.seed)
-    if args.optimizer == "adam":
+    classifier = _classifier(args, data)
+    model, data = _build_method(method, classifier, train_attack, data, seed=args.seed,
+                                meta_size=_meta_size(args))
+    recipe = _recipe(args)
+    if recipe is not None:
+        optimizer = recipe.optimizer(math.ceil(len(data.y_train) / args.batch_size))
+    elif args.optimizer == "adam":
         optimizer = keras.optimizers.Adam(args.lr)
     else:
         optimizer = keras.optimizers.SGD(args.lr, momentum=0.9)
@@ -385,15 +521,17 @@ def _fit(method: str, args, data, train_attack, directory: Path, extra_callbacks
     callbacks = [keras.callbacks.CSVLogger(str(directory / "history.csv")), *extra_callbacks]
     if args.eps_warmup_epochs > 0:
         callbacks.append(km.callbacks.EpsilonWarmup(epochs=args.eps_warmup_epochs))
+    train_data = data.train_dataset(batch_size=args.batch_size, seed=args.seed)
+    if recipe is not None:
+        train_data = recipe.prepare(train_data, seed=args.seed)
     started = time.time()
     history = model.fit(
-        data.train_dataset(batch_size=args.batch_size, seed=args.seed),
-        validation_data=data.validation_dataset(batch_size=args.batch_size),
+        train_data, validation_data=data.validation_dataset(batch_size=args.batch_size),
         epochs=args.epochs, verbose=args.verbose, callbacks=callbacks,
     )
     seconds = time.time() - started
     model.save(directory / "model.keras")
-    return model, seconds, history.history
+    return model, seconds, history.history, data
 
 
 def _settings(args, train_attack) -> dict:
@@ -403,8 +541,12 @@ def _settings(args, train_attack) -> dict:
         "seed": args.seed,
         "epochs": args.epochs,
         "batch_size": args.batch_size,
+        "recipe": args.recipe,
+        "model": args.model,
+        "dataset": args.dataset,
         "optimizer": {"name": args.optimizer, "learning_rate": args.lr},
         "eps_warmup_epochs": args.eps_warmup_epochs,
+        "meta_size": _meta_size(args),
         "train_attack": keras.saving.serialize_keras_object(train_attack)["config"],
         "eval_attacks": args.eval_attacks,
     }
@@ -421,13 +563,14 @@ def train(args: argparse.Namespace) -> dict:
     print(f"Training {args.method} on {args.dataset} ({len(data.y_train)} train, "
           f"{len(data.y_test)} test), eps={args.eps:g} L-inf, seed={args.seed}; "
           f"run dir {run_dir}")
-    model, seconds, history = _fit(args.method, args, data, train_attack, run_dir)
+    model, seconds, history, trained_on = _fit(args.method, args, data, train_attack, run_dir)
     print("\nEvaluating on the test split ...")
     report = _robustness(model.classifier, data, args, eps=args.eps)
     report.save(run_dir / "robustness.json")
     metrics = {
         "method": args.method,
-        "train_samples": int(len(data.y_train)),
+        "train_samples": int(len(trained_on.y_train)),
+        "meta_samples": int(len(getattr(trained_on, "y_meta", ()))),
         "test_samples": int(len(data.y_test)),
         "train_seconds": round(seconds, 1),
         "clean_accuracy": report.clean_accuracy,
@@ -461,8 +604,8 @@ def _compare_one(method: str, seed: int, args, data, train_attack, directory: Pa
                               num_steps=10, value_range=data.value_range, seed=seed)
     best = km.callbacks.RobustValidation(data.x_val, data.y_val, attack=selector,
                                          restore_best_weights=False)
-    model, seconds, history = _fit(method, run_args, data, train_attack, directory,
-                                   extra_callbacks=[best] if args.best_eval != "none" else [])
+    model, seconds, history, _ = _fit(method, run_args, data, train_attack, directory,
+                                      extra_callbacks=[best] if args.best_eval != "none" else [])
     last = _robustness(model.classifier, data, run_args, eps=args.eps,
                        verbose=min(args.verbose, 1))
     last.save(directory / "robustness.json")
@@ -591,16 +734,14 @@ def best_versus_last(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def _check_method_specs(specs: list[str], data, train_attack) -> None:
+def _check_method_specs(specs: list[str], data, train_attack, args) -> None:
     """Builds every method once before any training, so that a bad argument value of an
     ablation variant fails at once (naming it) rather than hours into a comparison."""
-    import keras_mwat as km
 
     for spec in specs:
-        classifier = km.zoo.small_cnn(input_shape=data.input_shape,
-                                      num_classes=data.num_classes)
+        classifier = _classifier(args, data)
         try:
-            _build_method(spec, classifier, train_attack, data)
+            _build_method(spec, classifier, train_attack, data, meta_size=_meta_size(args))
         except (ValueError, TypeError) as error:
             raise SystemExit(f"keras-mwat: method {spec!r}: {error}") from None
 
@@ -615,7 +756,7 @@ def compare(args: argparse.Namespace) -> dict:
         raise SystemExit("keras-mwat: --report-only needs --resume DIR")
     data, train_attack = _prepare(args)
     seeds = args.seeds or [args.seed]
-    _check_method_specs(args.methods, data, train_attack)
+    _check_method_specs(args.methods, data, train_attack, args)
     if args.resume is not None:
         run_dir = args.resume
         run_dir.mkdir(parents=True, exist_ok=True)

@@ -6,6 +6,7 @@ from keras_mwat.methods.mail import MAILModel
 from keras_mwat.methods.mart import MARTModel
 from keras_mwat.methods.mwat import MWATModel
 from keras_mwat.methods.mwat_nonparametric import MWATNonParametricModel
+from keras_mwat.methods.mwat_trades import MWATTRADESModel
 from keras_mwat.methods.mwn import MWNModel
 from keras_mwat.methods.pgd_at import PGDATModel
 from keras_mwat.methods.trades import TRADESModel
@@ -14,6 +15,7 @@ from keras_mwat.methods.wmmr import WMMRModel
 #: Command-line and ``compare`` names of the methods.
 METHODS = {
     "mwat": MWATModel,
+    "mwat_trades": MWATTRADESModel,
     "mwat_nonparametric": MWATNonParametricModel,
     "pgd_at": PGDATModel,
     "trades": TRADESModel,
@@ -32,6 +34,7 @@ __all__ = [
     "MARTModel",
     "MWATModel",
     "MWATNonParametricModel",
+    "MWATTRADESModel",
     "MWNModel",
     "PGDATModel",
     "TRADESModel",
