@@ -220,6 +220,10 @@ def build_parser() -> argparse.ArgumentParser:
         "train", help="train a method on the embedded dataset and report robustness"
     )
     train.add_argument("--method", choices=sorted(METHODS), default="mwat")
+    train.add_argument("--select", choices=("last", "best"), default="last",
+                       help="'best': keep the weights of the epoch with the highest PGD-10 "
+                            "robust accuracy on the validation (early-stopping) split, as "
+                            "the paper early-stopped BiLAW; 'last': the last epoch's")
     _add_common_arguments(train)
     compare = commands.add_parser(
         "compare", help="train several methods on equal footing and tabulate their robustness"
@@ -232,7 +236,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common_arguments(compare, default_eval="standard")
     compare.add_argument("--seeds", type=_seed_list, default=None,
                          help="comma-separated seeds (overrides --seed), e.g. 0,1,2")
-    compare.add_argument("--best-eval", choices=("none", "quick", "standard"), default="quick",
+    compare.add_argument("--best-eval", choices=("none", "quick", "standard", "autoattack"),
+                         default="quick",
                          help="also evaluate the best-validation checkpoint with this suite")
     compare.add_argument("--resume", type=Path, default=None,
                          help="run directory of an unfinished comparison to continue")
@@ -245,7 +250,11 @@ def build_parser() -> argparse.ArgumentParser:
         "evaluate", help="evaluate a saved model's robustness (attacks in cascade, report)")
     evaluate.add_argument("--model", type=Path, required=True,
                           help="a .keras file (a keras-mwat training model or a classifier)")
-    evaluate.add_argument("--attacks", choices=("quick", "standard"), default="standard")
+    evaluate.add_argument("--attacks", choices=("quick", "standard", "autoattack"),
+                          default="standard",
+                          help="'autoattack': AutoAttack's standard suite (APGD-CE, APGD-T, "
+                               "FAB-T, Square); 'standard': CW-PGD in place of FAB-T; "
+                               "'quick': PGD-20x2 and APGD-CE")
     evaluate.add_argument("--eps", type=_nonnegative_float, default=None,
                           help="radius (default: that of the model's training attack)")
     evaluate.add_argument("--norm", choices=("linf", "l2"), default=None,
@@ -563,7 +572,15 @@ def train(args: argparse.Namespace) -> dict:
     print(f"Training {args.method} on {args.dataset} ({len(data.y_train)} train, "
           f"{len(data.y_test)} test), eps={args.eps:g} L-inf, seed={args.seed}; "
           f"run dir {run_dir}")
-    model, seconds, history, trained_on = _fit(args.method, args, data, train_attack, run_dir)
+    callbacks = []
+    if args.select == "best":
+        import keras_mwat as km
+
+        callbacks.append(km.callbacks.RobustValidation(
+            data.x_val, data.y_val, attack=_selection_attack(args, data),
+            restore_best_weights=True))
+    model, seconds, history, trained_on = _fit(args.method, args, data, train_attack, run_dir,
+                                               extra_callbacks=callbacks)
     print("\nEvaluating on the test split ...")
     report = _robustness(model.classifier, data, args, eps=args.eps)
     report.save(run_dir / "robustness.json")
@@ -571,6 +588,7 @@ def train(args: argparse.Namespace) -> dict:
         "method": args.method,
         "train_samples": int(len(trained_on.y_train)),
         "meta_samples": int(len(getattr(trained_on, "y_meta", ()))),
+        "select": args.select,
         "test_samples": int(len(data.y_test)),
         "train_seconds": round(seconds, 1),
         "clean_accuracy": report.clean_accuracy,
@@ -590,6 +608,15 @@ def train(args: argparse.Namespace) -> dict:
     return metrics
 
 
+def _selection_attack(args, data):
+    """PGD-10 on the validation split: the checkpoint selection (early stopping) attack."""
+    import keras_mwat as km
+
+    return km.attacks.PGD(eps=args.eps, step_size=max(2.5 * args.eps / 10, 1e-6),
+                          num_steps=10, norm=args.norm, value_range=data.value_range,
+                          seed=args.seed)
+
+
 def _compare_one(method: str, seed: int, args, data, train_attack, directory: Path) -> dict:
     """Trains and evaluates one method with one seed; returns its result row."""
     import copy
@@ -600,9 +627,8 @@ def _compare_one(method: str, seed: int, args, data, train_attack, directory: Pa
     run_args.seed = seed
     # Best checkpoint: robust accuracy on the validation split after every epoch, under
     # PGD-10 (the selection a user would make; the test split is never looked at).
-    selector = km.attacks.PGD(eps=args.eps, step_size=max(2.5 * args.eps / 10, 1e-6),
-                              num_steps=10, value_range=data.value_range, seed=seed)
-    best = km.callbacks.RobustValidation(data.x_val, data.y_val, attack=selector,
+    best = km.callbacks.RobustValidation(data.x_val, data.y_val,
+                                         attack=_selection_attack(run_args, data),
                                          restore_best_weights=False)
     model, seconds, history, _ = _fit(method, run_args, data, train_attack, directory,
                                       extra_callbacks=[best] if args.best_eval != "none" else [])
