@@ -36,7 +36,7 @@ MARGIN_SOURCES = ("clean", "adversarial")
 META_ATTACK_MODELS = ("pseudo", "current")
 #: Step size α of the weight network's plain gradient step. The paper does not give it
 #: [GAP]; chosen by the sweep in docs/method.md ("Choosing α").
-DEFAULT_META_LEARNING_RATE = 100.0
+DEFAULT_META_LEARNING_RATE = 0.3
 
 
 def missing_meta_set_message(name: str) -> str:
@@ -71,7 +71,7 @@ class MWATModel(AdversarialTrainingModel):
     batch is attacked against the pseudo model θ̃ (the literal reading of ``L_val(θ̃)``;
     ``meta_attack_model="current"`` attacks θ instead) with the training attack (same
     objective, same warm-up strength, same seed stream); meta batches are drawn without
-    replacement from the meta set, independently each step; α = 100 (the sweep in
+    replacement from the meta set, independently each step; α = 0.3 (the sweep in
     docs/method.md); before ``reweight_start_epoch`` (default 0, none in the paper) the
     weights are uniform and the weight network is not updated.
 
@@ -91,7 +91,7 @@ class MWATModel(AdversarialTrainingModel):
         inner_lr: Step size β of the pseudo step; None (the paper's) uses the classifier
             optimizer's current learning rate.
         meta_optimizer: Optimizer of the weight network (default: the paper's plain
-            gradient step, ``SGD(100.0)``, α chosen by us); wrapped in a
+            gradient step, ``SGD(0.3)``, α chosen by us); wrapped in a
             ``LossScaleOptimizer`` under the ``mixed_float16`` policy.
         weight_normalization: "sum" (the paper's: weights sum to 1 over the global batch),
             "mean" (mean 1: the same loss, another logged scale) or "none" (ours).
