@@ -95,7 +95,7 @@ def _add_common_arguments(parser: argparse.ArgumentParser, default_eval: str = "
     parser.add_argument("--meta-size", type=_positive_int, default=None,
                         help="held-out meta set of the bilevel methods (MWAT, MWN), split "
                              "off the training split (default 1000 as in the paper; 500 on "
-                             "the embedded data)")
+                             "the embedded data; at most a fifth of the training split)")
     parser.add_argument("--dataset", default="embedded",
                         help="'embedded' (MNIST subset shipped offline), 'fashion_mnist' "
                              "(the full data set from --data-dir, default Debian's "
@@ -480,10 +480,15 @@ def _classifier(args, data):
         raise SystemExit(f"keras-mwat: --model {args.model}: {error}") from None
 
 
-def _meta_size(args) -> int:
+def _meta_size(args, train_size: int | None = None) -> int:
+    """``--meta-size``, or the default: the paper's 1,000 (500 on the embedded data), at
+    most a fifth of the training split (tiny ``--subset`` runs)."""
     if args.meta_size is not None:
         return args.meta_size
-    return EMBEDDED_META_SIZE if args.dataset == "embedded" else META_SIZE
+    size = EMBEDDED_META_SIZE if args.dataset == "embedded" else META_SIZE
+    if train_size is not None:
+        size = min(size, max(train_size // 5, 1))
+    return size
 
 
 def _with_meta_set(data, size: int):
@@ -518,7 +523,7 @@ def _fit(method: str, args, data, train_attack, directory: Path, extra_callbacks
     keras.utils.set_random_seed(args.seed)  # the same initial weights for every method
     classifier = _classifier(args, data)
     model, data = _build_method(method, classifier, train_attack, data, seed=args.seed,
-                                meta_size=_meta_size(args))
+                                meta_size=_meta_size(args, len(data.y_train)))
     recipe = _recipe(args)
     if recipe is not None:
         optimizer = recipe.optimizer(math.ceil(len(data.y_train) / args.batch_size))
@@ -555,7 +560,6 @@ def _settings(args, train_attack) -> dict:
         "dataset": args.dataset,
         "optimizer": {"name": args.optimizer, "learning_rate": args.lr},
         "eps_warmup_epochs": args.eps_warmup_epochs,
-        "meta_size": _meta_size(args),
         "train_attack": keras.saving.serialize_keras_object(train_attack)["config"],
         "eval_attacks": args.eval_attacks,
     }
@@ -630,12 +634,15 @@ def _compare_one(method: str, seed: int, args, data, train_attack, directory: Pa
     best = km.callbacks.RobustValidation(data.x_val, data.y_val,
                                          attack=_selection_attack(run_args, data),
                                          restore_best_weights=False)
-    model, seconds, history, _ = _fit(method, run_args, data, train_attack, directory,
-                                      extra_callbacks=[best] if args.best_eval != "none" else [])
+    model, seconds, history, trained_on = _fit(
+        method, run_args, data, train_attack, directory,
+        extra_callbacks=[best] if args.best_eval != "none" else [])
     last = _robustness(model.classifier, data, run_args, eps=args.eps,
                        verbose=min(args.verbose, 1))
     last.save(directory / "robustness.json")
     row = {"method": method, "seed": seed, "config": _method_config(model),
+           "train_samples": int(len(trained_on.y_train)),
+           "meta_samples": int(len(getattr(trained_on, "y_meta", ()))),
            "clean": last.clean_accuracy,
            **last.per_attack, "worst_case": last.robust_accuracy,
            "train_seconds": round(seconds, 1), "eval_seconds": round(last.duration_seconds, 1),
@@ -767,7 +774,8 @@ def _check_method_specs(specs: list[str], data, train_attack, args) -> None:
     for spec in specs:
         classifier = _classifier(args, data)
         try:
-            _build_method(spec, classifier, train_attack, data, meta_size=_meta_size(args))
+            _build_method(spec, classifier, train_attack, data,
+                          meta_size=_meta_size(args, len(data.y_train)))
         except (ValueError, TypeError) as error:
             raise SystemExit(f"keras-mwat: method {spec!r}: {error}") from None
 

@@ -34,7 +34,8 @@ def main(backup_dir, out):
     data = km.data.load_embedded().subset(train=96, validation=32, test=32, seed=0)
     classifier = km.zoo.small_cnn(width=4, batch_norm=True)
     model = km.MWATModel(classifier, attack=km.attacks.PGD(eps=0.3, step_size=0.1,
-                                                          num_steps=2), seed=0)
+                                                          num_steps=2),
+                         meta_data=data.validation, meta_batch_size=16, seed=0)
     model.compile(optimizer=keras.optimizers.Adam(1e-3))
     callbacks = [keras.callbacks.BackupAndRestore(backup_dir, save_freq="epoch")]
     if os.environ.get("KILL_AT"):
