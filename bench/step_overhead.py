@@ -1,4 +1,4 @@
-"""Cost of one training step: plain, PGD-10 AT, TRADES and MWAT, on a small CNN and ResNet.
+"""Cost of one training step: plain, PGD-10 AT, TRADES and MWAT, on CNNs and a small ResNet.
 
 One command measures, for each model (``km.zoo.small_cnn`` on 28x28x1, ``km.zoo.small_resnet``
 on 32x32x3; batch 128, PGD-10):
@@ -37,8 +37,25 @@ process to process. The resident-set high-water mark (``ru_maxrss``) is no use h
 the step sets it, and it does not grow over the steps (it is kept in the raw ``--json``
 output only).
 
+The paper's configuration (``--variants`` with ``mwat_paper``, ``mwat_paper_k2``,
+``mwat_paper_k4``): ``MWATModel(clf, meta_data=(x_meta, y_meta))`` with the defaults, the
+held-out meta set ``--meta-size`` uniform random inputs in [0, 1], each step's meta batch
+(128) attacked by PGD-10 against the pseudo model; with ``meta_update_every=2`` or ``4``. Its
+exact lower bound adds to the batch variant's passes one PGD-10 attack of the meta batch,
+priced as the attack inside a PGD-AT step (the lower of the ``attack`` unit and
+``pgd_at − fwd_bwd − forward``). ``--models`` also takes ``tiny_cnn`` (``km.zoo.tiny_cnn``, the
+paper's MNIST model). A run with a paper variant writes only the section "The paper's
+configuration (held-out meta set)" of ``--out`` (between its markers, or below the notes
+marker the first time); the rest of the file is kept.
+
 Run: ``.venv/bin/python bench/step_overhead.py`` (about 30 minutes; ``--help`` for the knobs).
 ``--update-memory RAW.json`` measures the memory again into a saved run, keeping its timings.
+The paper's configuration (about 20 minutes)::
+
+    python bench/step_overhead.py --models tiny_cnn,small_cnn \\
+        --variants plain,pgd_at,mwat_adv_lowmem,mwat_paper,mwat_paper_k2,mwat_paper_k4 \\
+        --memory-variants pgd_at,mwat_paper --no-scaling --rounds 10 \\
+        --json bench/step_overhead_paper.json
 """
 
 from __future__ import annotations
@@ -68,13 +85,27 @@ import keras_mwat as km  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTES_MARKER = "<!-- notes: kept when the benchmark is re-run -->"
+#: The generated section of a run with the paper variants (replaced when such a run renders).
+PAPER_MARKERS = ("<!-- step_overhead paper: generated, replaced when re-run -->",
+                 "<!-- /step_overhead paper -->")
+PAPER_HEADING = "## The paper's configuration (held-out meta set)"
 
 MODELS = {
     "cnn": "small CNN (`km.zoo.small_cnn()`, 28x28x1, the embedded MNIST digits)",
     "resnet": "small ResNet (`km.zoo.small_resnet()`, 32x32x3, uniform random images)",
+    "tiny_cnn": "tiny CNN (`km.zoo.tiny_cnn()`, 28x28x1, the paper's MNIST model; the "
+                "embedded MNIST digits)",
 }
+#: Other names accepted by ``--models`` (the zoo's function names).
+MODEL_ALIASES = {"small_cnn": "cnn", "small_resnet": "resnet"}
+#: The variants of the default run (the tables at the top of docs/benchmarks.md).
 VARIANTS = ("plain", "pgd_at", "trades", "mwat", "mwat_k4", "mwat_adv", "mwat_adv_k4",
             "mwat_adv_lowmem")
+#: The paper's configuration: a held-out meta set, each meta batch attacked with PGD-10.
+PAPER_VARIANTS = ("mwat_paper", "mwat_paper_k2", "mwat_paper_k4")
+ALL_VARIANTS = (*VARIANTS, *PAPER_VARIANTS)
+#: ``meta_update_every`` of the variants that skip meta updates (a sample holds one cycle).
+UPDATE_EVERY = {"mwat_k4": 4, "mwat_adv_k4": 4, "mwat_paper_k2": 2, "mwat_paper_k4": 4}
 UNITS = ("forward", "attack", "fwd_bwd")
 DESCRIPTIONS = {
     "plain": "plain Keras step (forward + backward + SGD)",
@@ -85,7 +116,11 @@ DESCRIPTIONS = {
     "mwat_adv": 'MWAT, meta_source="batch", meta_objective="adversarial", "reverse"',
     "mwat_adv_k4": 'MWAT, meta_objective="adversarial", meta_update_every=4, "reverse"',
     "mwat_adv_lowmem": 'MWAT, meta_source="batch", meta_objective="adversarial", '
-                       'hypergradient_mode="low_memory" (the defaults)',
+                       'hypergradient_mode="low_memory"',
+    "mwat_paper": "MWAT (paper): `MWATModel(clf, meta_data=(x_meta, y_meta))`, the defaults "
+                  "(held-out meta set, meta batch 128 attacked by PGD-10 at θ̃, low_memory)",
+    "mwat_paper_k2": "MWAT (paper), meta_update_every=2",
+    "mwat_paper_k4": "MWAT (paper), meta_update_every=4",
     "forward": "unit: inference forward pass",
     "attack": "unit: the PGD-10 attack alone (10 x inference forward + input gradient)",
     "fwd_bwd": "unit: training forward + parameter gradient (no optimizer)",
@@ -101,28 +136,49 @@ DESCRIPTIONS = {
 # * MWAT low_memory: the same passes in another order (the second inner backward, recorded
 #   for J·v, is linear in its output gradients: its values are never needed, and the graph
 #   optimiser drops it).
+# * MWAT (paper): the same as MWAT's adversarial meta loss, plus the PGD-10 attack of the
+#   meta batch (128 drawn from the held-out set, at θ̃: nothing of the training batch's
+#   attack can be reused), priced as the attack inside a PGD-AT step (third number): the
+#   lower of this run's `attack` unit and `pgd_at − fwd_bwd − forward` (the standalone
+#   unit costs more than the same attack inside a step: 619 against at most 581 ms on the
+#   small CNN in the run of the paper's configuration).
 # * TRADES: the recorded forward + backward on the clean inputs.
 RATIOS = (
-    ("MWAT / PGD-10 AT (batch, adversarial, low_memory: the defaults)", "mwat_adv_lowmem",
-     "pgd_at", 1.25, (1.0, 2.0)),
-    ("MWAT / PGD-10 AT (batch, adversarial, reverse)", "mwat_adv", "pgd_at", 1.25, (1.0, 2.0)),
-    ("MWAT / PGD-10 AT (batch, both, reverse)", "mwat", "pgd_at", 1.25, (2.0, 2.0)),
-    ("MWAT k=4 / PGD-10 AT (adversarial, reverse)", "mwat_adv_k4", "pgd_at", 1.1, (0.25, 0.5)),
-    ("MWAT k=4 / PGD-10 AT (both, reverse)", "mwat_k4", "pgd_at", 1.1, (0.5, 0.5)),
+    ("MWAT / PGD-10 AT (batch, adversarial, low_memory)", "mwat_adv_lowmem",
+     "pgd_at", 1.25, (1.0, 2.0, 0.0)),
+    ("MWAT / PGD-10 AT (batch, adversarial, reverse)", "mwat_adv", "pgd_at", 1.25,
+     (1.0, 2.0, 0.0)),
+    ("MWAT / PGD-10 AT (batch, both, reverse)", "mwat", "pgd_at", 1.25, (2.0, 2.0, 0.0)),
+    ("MWAT k=4 / PGD-10 AT (adversarial, reverse)", "mwat_adv_k4", "pgd_at", 1.1,
+     (0.25, 0.5, 0.0)),
+    ("MWAT k=4 / PGD-10 AT (both, reverse)", "mwat_k4", "pgd_at", 1.1, (0.5, 0.5, 0.0)),
     ("PGD-10 AT / plain", "pgd_at", "plain", 11.0, None),
-    ("TRADES / PGD-10 AT", "trades", "pgd_at", 1.15, (1.0, 0.0)),
+    ("TRADES / PGD-10 AT", "trades", "pgd_at", 1.15, (1.0, 0.0, 0.0)),
+    ("MWAT (paper) / PGD-10 AT (held-out meta set, PGD-10 meta attack)", "mwat_paper",
+     "pgd_at", 2.1, (1.0, 2.0, 1.0)),
+    ("MWAT (paper) k=2 / PGD-10 AT", "mwat_paper_k2", "pgd_at", None, (0.5, 1.0, 0.5)),
+    ("MWAT (paper) k=4 / PGD-10 AT", "mwat_paper_k4", "pgd_at", 1.3, (0.25, 0.5, 0.25)),
+    ("MWAT (paper) / MWAT (batch, adversarial, low_memory)", "mwat_paper",
+     "mwat_adv_lowmem", None, None),
 )
 BATCHES = (64, 128, 256)
 PGD_STEPS = (5, 10, 20)
 MEMORY_TARGET = 1.5
 SETTINGS = ("models", "processes", "rounds", "resnet_processes", "resnet_rounds", "repeats",
             "scaling_processes", "scaling_rounds", "memory_processes", "onednn", "batch_size",
-            "seed")
+            "seed", "variants", "memory_variants", "meta_size")
+#: Settings absent from runs saved before they existed: their values then.
+SETTING_DEFAULTS = {"variants": list(VARIANTS), "memory_variants": list(VARIANTS),
+                    "meta_size": 1000}
 
 
 # ------------------------------------------------------------------- building steps
+def image_shape(model: str) -> tuple:
+    return (32, 32, 3) if model == "resnet" else (28, 28, 1)
+
+
 def batch(model: str, batch_size: int, seed: int):
-    if model == "cnn":
+    if model != "resnet":
         data = km.data.load_embedded(seed=seed)
         repeats = -(-batch_size // len(data.x_train))
         x = np.concatenate([data.x_train] * repeats)[:batch_size]
@@ -137,11 +193,13 @@ def classifier(model: str, seed: int):
     keras.utils.set_random_seed(seed)
     if model == "cnn":
         return km.zoo.small_cnn(input_shape=(28, 28, 1), num_classes=10)
+    if model == "tiny_cnn":
+        return km.zoo.tiny_cnn(input_shape=(28, 28, 1), num_classes=10)
     return km.zoo.small_resnet(input_shape=(32, 32, 3), num_classes=10)
 
 
 def attack(model: str, num_steps: int = 10):
-    if model == "cnn":
+    if model != "resnet":
         return km.attacks.PGD(eps=0.3, step_size=0.03, num_steps=num_steps)
     return km.attacks.PGD(eps=8 / 255, step_size=2 / 255, num_steps=num_steps)
 
@@ -150,7 +208,18 @@ def sgd():
     return keras.optimizers.SGD(0.01, momentum=0.9)
 
 
-def build_step(name: str, model: str, seed: int, num_steps: int = 10):
+def meta_set(model: str, size: int, seed: int) -> tuple:
+    """The held-out meta set of the paper variants: ``size`` uniform random inputs in [0, 1].
+
+    Random inputs cost what images cost (no data-dependent kernels); they are drawn from
+    another stream than the training batch's.
+    """
+    rng = np.random.default_rng(seed + 1)
+    x = rng.uniform(0.0, 1.0, (size, *image_shape(model))).astype("float32")
+    return x, rng.integers(0, 10, size).astype("int32")
+
+
+def build_step(name: str, model: str, seed: int, num_steps: int = 10, meta_size: int = 1000):
     """A traced-on-first-call function running one step of variant ``name``."""
     if name == "plain":
         net = classifier(model, seed)
@@ -184,6 +253,11 @@ def build_step(name: str, model: str, seed: int, num_steps: int = 10):
         wrapper = km.PGDATModel(net, attack=pgd, seed=seed)
     elif name == "trades":
         wrapper = km.TRADESModel(net, attack=pgd, seed=seed)
+    elif name in PAPER_VARIANTS:
+        # The defaults are the paper's: only the meta set and the update period are given.
+        wrapper = km.MWATModel(net, attack=pgd, seed=seed,
+                               meta_data=meta_set(model, meta_size, seed),
+                               meta_update_every=UPDATE_EVERY.get(name, 1))
     else:
         reverse = {"hypergradient_mode": "reverse"}
         options = {
@@ -200,8 +274,9 @@ def build_step(name: str, model: str, seed: int, num_steps: int = 10):
 
 
 def steps_per_sample(name: str, repeats: int) -> int:
-    """Steps timed together: a multiple of 4 for ``meta_update_every=4`` (one update each)."""
-    return 4 * -(-repeats // 4) if name in ("mwat_k4", "mwat_adv_k4") else repeats
+    """Steps timed together: a multiple of k for ``meta_update_every=k`` (whole cycles)."""
+    every = UPDATE_EVERY.get(name, 1)
+    return every * -(-repeats // every)
 
 
 def first_call(step, data) -> tuple[float, float]:
@@ -241,8 +316,8 @@ def worker_main(args) -> dict:
     warm_up(args.model, args.seed)
     data = batch(args.model, args.batch_size, args.seed)
     steps, first = {}, {}
-    for name in (*VARIANTS, *UNITS):
-        step = build_step(name, args.model, args.seed)
+    for name in (*args.variants, *UNITS):
+        step = build_step(name, args.model, args.seed, meta_size=args.meta_size)
         first[name] = first_call(step, data)
         for _ in range(steps_per_sample(name, 2)):  # settle (k=4: one update cycle)
             float(step(data)["loss"])
@@ -307,7 +382,7 @@ def requested_peak(trace_dir: str) -> int:
 
 def worker_memory(args) -> dict:
     data = batch(args.model, args.batch_size, args.seed)
-    step = build_step(args.variant, args.model, args.seed)
+    step = build_step(args.variant, args.model, args.seed, meta_size=args.meta_size)
     step.get_concrete_function(data)  # trace first: graph building is not step memory
     before = tf.config.experimental.get_memory_info("CPU:0")["current"]
     with tempfile.TemporaryDirectory() as trace_dir:
@@ -327,7 +402,8 @@ def worker_memory(args) -> dict:
 # ------------------------------------------------------------------------ driver
 def spawn(args, kind: str, model: str, extra: list, env: dict) -> dict:
     command = [sys.executable, __file__, "--worker", kind, "--model", model, "--seed",
-               str(args.seed), "--batch-size", str(args.batch_size), *extra]
+               str(args.seed), "--batch-size", str(args.batch_size), "--meta-size",
+               str(args.meta_size), "--variants", ",".join(args.variants), *extra]
     output = subprocess.run(command, check=True, capture_output=True, text=True,
                             env=env).stdout
     return json.loads(output.strip().splitlines()[-1])
@@ -338,13 +414,11 @@ def measure(args) -> dict:
     results = {m: {"main": [], "scaling": [], "memory": {}} for m in args.models}
     started = time.perf_counter()
     load = [os.getloadavg()[0]]
-    for index in range(max(args.processes, args.resnet_processes)):
+    for index in range(max(processes_of(args, m) for m in args.models)):
         for model in args.models:
-            wanted = args.processes if model == "cnn" else args.resnet_processes
-            if index < wanted:
+            if index < processes_of(args, model):
                 results[model]["main"].append(spawn(
-                    args, "main", model, ["--rounds", str(args.rounds if model == "cnn" else
-                                                          args.resnet_rounds),
+                    args, "main", model, ["--rounds", str(rounds_of(args, model)),
                                           "--repeats", str(args.repeats)], env))
                 log(f"{model} main process {index + 1} done", started)
     load.append(os.getloadavg()[0])
@@ -369,11 +443,20 @@ def measure_memory(args, model: str, env: dict, started: float) -> dict:
     memory_env = dict(env, TF_CPU_ALLOCATOR_USE_BFC="true")
     memory = {}
     for index in range(args.memory_processes):
-        for name in VARIANTS:
+        for name in args.memory_variants:
             memory.setdefault(name, []).append(spawn(args, "memory", model,
                                                      ["--variant", name], memory_env))
         log(f"{model} memory processes {index + 1} done", started)
     return memory
+
+
+def processes_of(args, model: str) -> int:
+    """Fresh processes of the main comparison: the CNNs' setting or the ResNet's."""
+    return args.resnet_processes if model == "resnet" else args.processes
+
+
+def rounds_of(args, model: str) -> int:
+    return args.resnet_rounds if model == "resnet" else args.rounds
 
 
 def log(message: str, started: float) -> None:
@@ -413,61 +496,85 @@ def verdict(value: float, target: float | None, bound: float | None = None) -> s
     return "**not met**"
 
 
-def model_section(model: str, result: dict, args) -> list:
-    main = result["main"]
-    lines = [f"## {MODELS[model]}", ""]
-    rounds = args.rounds if model == "cnn" else args.resnet_rounds
-    lines += [f"{len(main)} fresh processes x {rounds} rounds, pooled; a sample is "
-              f"{args.repeats} consecutive steps ({steps_per_sample('mwat_k4', args.repeats)}"
-              " for MWAT k=4: one meta update in each).", ""]
+def present(names, main: list) -> list:
+    """The names measured in this run (older runs lack the newer variants)."""
+    return [name for name in names if name in main[0]["times"]]
 
-    lines += ["### Step time (CPU ms per step)", "",
+
+def model_section(model: str, result: dict, args, level: int = 2) -> list:
+    """The tables of one model; ``level`` is the Markdown level of its heading."""
+    main = result["main"]
+    h2, h3 = "#" * level, "#" * (level + 1)
+    variants = present(ALL_VARIANTS, main)
+    lines = [f"{h2} {MODELS[model]}", ""]
+    cycles = [f"{steps_per_sample(name, args.repeats)} for MWAT k={UPDATE_EVERY[name]}"
+              for name in variants if name in UPDATE_EVERY]
+    cycles = list(dict.fromkeys(cycles))  # k=4 appears twice in the default run
+    lines += [f"{len(main)} fresh processes x {rounds_of(args, model)} rounds, pooled; a "
+              f"sample is {args.repeats} consecutive steps"
+              + (f" ({', '.join(cycles)}: one meta update in each)" if cycles else "") + ".",
+              ""]
+
+    lines += [f"{h3} Step time (CPU ms per step)", "",
               "| variant | median | IQR | min–max | first call CPU s | first call wall s |",
               "|---|---|---|---|---|---|"]
-    for name in (*VARIANTS, *UNITS):
+    for name in (*variants, *UNITS):
         median, q1, q3, low, high = stats(pooled(main, name) * 1e3)
         cpu = np.median([run["first_call"][name][0] for run in main])
         wall = np.median([run["first_call"][name][1] for run in main])
         lines.append(f"| `{name}`: {DESCRIPTIONS[name]} | {median:.1f} | {q1:.1f}–{q3:.1f} | "
                      f"{low:.1f}–{high:.1f} | {cpu:.2f} | {wall:.2f} |")
 
-    lines += ["", "### Ratios (per round, side by side; pooled over processes)", "",
+    lines += ["", f"{h3} Ratios (per round, side by side; pooled over processes)", "",
               "| ratio | median | IQR | min–max | exact lower bound | target | status |",
               "|---|---|---|---|---|---|---|"]
     pgd_ms = float(np.median(pooled(main, "pgd_at")))
     fwd_bwd_ms = float(np.median(pooled(main, "fwd_bwd")))
     backward_ms = fwd_bwd_ms - float(np.median(pooled(main, "forward")))
+    attack_unit_ms = float(np.median(pooled(main, "attack")))
+    attack_ms = min(attack_unit_ms, pgd_ms - fwd_bwd_ms - float(np.median(pooled(main, "forward"))))
     for label, a, b, target, passes in RATIOS:
+        if a not in variants or b not in variants:
+            continue
         median, q1, q3, low, high = stats(pooled_ratio(main, a, b))
         shown = "–" if target is None else f"≤ {target:g}"
-        bound = None if passes is None else (
-            1.0 + (passes[0] * fwd_bwd_ms + passes[1] * backward_ms) / pgd_ms)
+        bound = None if passes is None else 1.0 + (
+            passes[0] * fwd_bwd_ms + passes[1] * backward_ms + passes[2] * attack_ms) / pgd_ms
         lines.append(f"| {label} | {median:.3f} | {q1:.3f}–{q3:.3f} | {low:.3f}–{high:.3f} | "
                      f"{'–' if bound is None else f'{bound:.3f}'} | {shown} | "
                      f"{verdict(median, target, bound)} |")
     memory = result["memory"]
-    if memory:
+    if memory and "pgd_at" in memory:
         peak = {name: np.median([run["requested_peak"] for run in runs])
                 for name, runs in memory.items()}
         # Bound with the forward reused: TRADES's peak (two recorded training forwards at
         # once, and one backward) plus the look-ahead parameters θ', which MWAT must hold too.
+        # The paper's configuration has no such bound here (its meta batch is another batch).
         parameters = memory["pgd_at"][0]["parameter_bytes"]
-        bound = (peak["trades"] + parameters) / peak["pgd_at"]
-        for name, objective in (("mwat_adv_lowmem", "adversarial, low_memory: the defaults"),
+        bound = (peak["trades"] + parameters) / peak["pgd_at"] if "trades" in peak else None
+        for name, objective in (("mwat_adv_lowmem", "adversarial, low_memory"),
                                 ("mwat_adv", "adversarial, reverse"),
-                                ("mwat", "both, reverse")):
+                                ("mwat", "both, reverse"),
+                                ("mwat_paper", "paper: held-out meta set, low_memory")):
+            if name not in peak:
+                continue
             value = peak[name] / peak["pgd_at"]
-            lines.append(f"| peak step memory MWAT ({objective}) / PGD-10 AT (below) | "
-                         f"{value:.3f} | – | – | {bound:.3f} (TRADES + θ') | "
-                         f"≤ {MEMORY_TARGET:g} | {verdict(value, MEMORY_TARGET, bound)} |")
+            reference = None if name in PAPER_VARIANTS else bound
+            target = None if name in PAPER_VARIANTS else MEMORY_TARGET
+            shown = "–" if reference is None else f"{reference:.3f} (TRADES + θ')"
+            lines.append(
+                f"| peak step memory MWAT ({objective}) / PGD-10 AT (below) | {value:.3f} | – "
+                f"| – | {shown} | "
+                f"{'–' if target is None else f'≤ {target:g}'} | "
+                f"{verdict(value, target, reference)} |")
 
     lines += ["", "Median step time of each process (ms), the process-to-process spread:", "",
-              "| process | " + " | ".join(VARIANTS) + " |", "|---|" + "---|" * len(VARIANTS)]
+              "| process | " + " | ".join(variants) + " |", "|---|" + "---|" * len(variants)]
     for index, run in enumerate(main):
         lines.append(f"| {index} | " + " | ".join(
-            f"{np.median(run['times'][name]) * 1e3:.0f}" for name in VARIANTS) + " |")
+            f"{np.median(run['times'][name]) * 1e3:.0f}" for name in variants) + " |")
 
-    lines += ["", "### Cost in passes", "",
+    lines += ["", f"{h3} Cost in passes", "",
               "Unit costs measured side by side with the steps: F = inference forward pass "
               "(median CPU ms); every step is expressed in F.", "",
               "| step | ms | in F | model |", "|---|---|---|---|"]
@@ -484,20 +591,30 @@ def model_section(model: str, result: dict, args) -> list:
         "mwat_k4": "PGD-AT + (MWAT − PGD-AT) / 4",
         "mwat_adv_k4": "PGD-AT + (MWAT adversarial − PGD-AT) / 4",
         "mwat_adv_lowmem": "as `mwat_adv`, another order (the J·v backward's values unused)",
+        "mwat_paper": "PGD-AT + inner backward + meta attack (PGD-10 at θ̃) + meta (F + "
+                      "backward) + J·v",
+        "mwat_paper_k2": "PGD-AT + (MWAT (paper) − PGD-AT) / 2",
+        "mwat_paper_k4": "PGD-AT + (MWAT (paper) − PGD-AT) / 4",
     }
-    for name in (*UNITS, "plain", "pgd_at", "trades", "mwat", "mwat_adv", "mwat_k4",
-                 "mwat_adv_k4", "mwat_adv_lowmem"):
+    order = ("plain", "pgd_at", "trades", "mwat", "mwat_adv", "mwat_k4", "mwat_adv_k4",
+             "mwat_adv_lowmem", *PAPER_VARIANTS)
+    for name in (*UNITS, *present(order, main)):
         ms = float(np.median(pooled(main, name)))
         lines.append(f"| `{name}` | {ms * 1e3:.1f} | {ms / unit:.1f} | {model_of[name]} |")
     fwd_bwd = float(np.median(pooled(main, "fwd_bwd")))
     pgd = float(np.median(pooled(main, "pgd_at")))
     extra = {name: float(np.median(pooled(main, name))) - pgd
-             for name in ("mwat", "mwat_adv")}
+             for name in present(("mwat", "mwat_adv", "mwat_adv_lowmem", "mwat_paper"), main)}
+    allowed = sorted({target for _, a, _, target, _ in RATIOS
+                      if a in extra and target is not None})
     lines += ["", "MWAT's meta update over PGD-AT, in training forward + backward passes "
               f"(`fwd_bwd`, {fwd_bwd * 1e3:.1f} ms): "
               + ", ".join(f"`{n}` +{v / fwd_bwd:.2f}" for n, v in extra.items())
-              + f"; PGD-AT itself is {pgd / fwd_bwd:.2f}. A ratio of 1.25 allows "
-              f"+{0.25 * pgd / fwd_bwd:.2f}.", ""]
+              + f"; PGD-AT itself is {pgd / fwd_bwd:.2f}, the PGD-10 attack alone "
+              f"{attack_unit_ms / fwd_bwd:.2f} (inside the PGD-AT step at most "
+              f"{(pgd - fwd_bwd_ms - unit) / fwd_bwd:.2f}). "
+              + "; a".join(f" ratio of {t:g} allows +{(t - 1) * pgd / fwd_bwd:.2f}"
+                           for t in allowed).join(("A", ".")), ""]
 
     scaling = result["scaling"]
     if scaling:
@@ -510,7 +627,7 @@ def model_section(model: str, result: dict, args) -> list:
                 [np.asarray(run["times"][a]) / np.asarray(run["times"][b])
                  for run in scaling])))
 
-        lines += ["### Scaling (CPU ms per step; ratios per round)", "",
+        lines += [f"{h3} Scaling (CPU ms per step; ratios per round)", "",
                   f"{len(scaling)} fresh processes x {args.scaling_rounds} rounds of one step "
                   "each, pooled.", "",
                   "| batch | plain | PGD-10 AT | MWAT | MWAT per sample | MWAT / PGD-AT | "
@@ -532,7 +649,7 @@ def model_section(model: str, result: dict, args) -> list:
         lines.append("")
 
     if memory:
-        lines += ["### Peak memory (MB, one fresh process per variant and sample)", "",
+        lines += [f"{h3} Peak memory (MB, one fresh process per variant and sample)", "",
                   "Working memory = peak bytes requested by the step's allocations and not yet "
                   "freed (profiler trace); allocator peak = BFC chunks in use (a chunk may be "
                   "up to twice the request). Parameters (θ, float32): "
@@ -542,7 +659,7 @@ def model_section(model: str, result: dict, args) -> list:
                   "|---|---|---|---|---|---|---|"]
         reference = {key: np.median([run[key] for run in memory["pgd_at"]])
                      for key in ("requested_peak", "peak")}
-        for name in VARIANTS:
+        for name in present(ALL_VARIANTS, [{"times": memory}]):
             cells = []
             for key in ("requested_peak", "peak"):
                 values = np.array([run[key] for run in memory[name]], float)
@@ -554,15 +671,9 @@ def model_section(model: str, result: dict, args) -> list:
     return lines
 
 
-def write_report(measured: dict, args, command: str) -> str:
+def machine_paragraph(measured: dict, args) -> str:
     load = ", ".join(f"{value:.1f}" for value in measured["load"])
-    lines = [
-        "# Benchmarks",
-        "",
-        "Produced by:",
-        "",
-        f"```\n{command}\n```",
-        "",
+    return (
         f"Machine: {platform.machine()}, {os.cpu_count()} cores, shared and noisy (other "
         "jobs may run: see the notes below the tables); load average at the start, between "
         f"the phases and at the end: {load}. TensorFlow "
@@ -570,7 +681,7 @@ def write_report(measured: dict, args, command: str) -> str:
         f"(TF_ENABLE_ONEDNN_OPTS={'1' if args.onednn == 'on' else '0'}); one intra-op and one "
         "inter-op thread; process CPU time per step; variants interleaved round by round in "
         "a rotating order, in fresh worker processes whose samples are pooled. Batch "
-        f"{args.batch_size}; PGD-10 (L-inf; eps 0.3, step 0.03 on the CNN; eps 8/255, step "
+        f"{args.batch_size}; PGD-10 (L-inf; eps 0.3, step 0.03 on the CNNs; eps 8/255, step "
         "2/255 on the ResNet) for every adversarial variant. First call: tracing, graph "
         "optimisation and one run of the step (CPU and wall seconds, median over the "
         "processes). Peak memory: the bytes requested by the step's allocations and alive "
@@ -579,20 +690,81 @@ def write_report(measured: dict, args, command: str) -> str:
         "per variant and sample. "
         f"Total wall time {measured['wall_seconds'] / 60:.0f} min."
         + (f" Memory measured again by `{measured['memory_command']}`."
-           if measured.get("memory_command") else ""),
-        "",
-    ]
+           if measured.get("memory_command") else ""))
+
+
+def write_report(measured: dict, args, command: str) -> str:
+    """The generated top of docs/benchmarks.md (the default variants)."""
+    lines = ["# Benchmarks", "", "Produced by:", "", f"```\n{command}\n```", "",
+             machine_paragraph(measured, args), ""]
     for model, result in measured["models"].items():
         lines += model_section(model, result, args)
     return "\n".join(lines)
 
 
+def paper_report(measured: dict, args, command: str) -> str:
+    """The generated section of a run with the paper variants (between PAPER_MARKERS)."""
+    lines = [PAPER_MARKERS[0], "", PAPER_HEADING, "", "Produced by:", "",
+             f"```\n{command}\n```", "",
+             "`MWATModel(clf, meta_data=(x_meta, y_meta))` with the defaults (the paper's "
+             "BiLAW): every step draws a meta batch of 128 from a held-out meta set of "
+             f"{args.meta_size} uniform random inputs in [0, 1], takes the pseudo SGD step, "
+             "attacks the meta batch with the training attack (PGD-10) against the pseudo "
+             "model θ̃ and differentiates the meta loss through the pseudo step; "
+             "`meta_update_every=k` does all that on every k-th step only. The exact lower "
+             "bound of a ratio prices the passes any exact implementation must add to a "
+             "PGD-10 AT step at this run's unit costs: for the paper's configuration one "
+             "PGD-10 attack of the meta batch (priced as inside a PGD-AT step: the lower of "
+             "the `attack` unit and `pgd_at − fwd_bwd − forward`), one training forward + "
+             "backward on the meta batch at θ̃ (`fwd_bwd`), the inner backward and J·v (each a "
+             "backward pass, `fwd_bwd − forward`); divided by k for `meta_update_every=k`.",
+             "", machine_paragraph(measured, args), ""]
+    for model, result in measured["models"].items():
+        lines += model_section(model, result, args, level=3)
+    lines += [PAPER_MARKERS[1]]
+    return "\n".join(lines)
+
+
+def insert_section(document: str, section: str) -> str:
+    """``document`` with the paper section replaced, or inserted below the notes marker."""
+    begin, end = PAPER_MARKERS
+    if begin in document and end in document:
+        head, rest = document.split(begin, 1)
+        return head + section + rest.split(end, 1)[1]
+    if NOTES_MARKER in document:
+        head, rest = document.split(NOTES_MARKER, 1)
+        return head + NOTES_MARKER + "\n" + section + "\n" + rest
+    return document.rstrip("\n") + "\n\n" + section + "\n"
+
+
+def names_of(parser, text: str, known: tuple, option: str) -> list:
+    names = [name for name in text.split(",") if name]
+    unknown = sorted(set(names) - set(known))
+    if unknown or not names:
+        parser.error(f"{option}: unknown or no names {unknown or text!r}; choose from "
+                     f"{list(known)}")
+    return list(dict.fromkeys(names))
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--models", default="cnn,resnet")
+    parser.add_argument("--models", default="cnn,resnet",
+                        help=f"comma-separated, from {sorted(MODELS)} (or the zoo names "
+                             f"{sorted(MODEL_ALIASES)})")
+    parser.add_argument("--variants", default=",".join(VARIANTS),
+                        help=f"comma-separated, from {list(ALL_VARIANTS)} (the units "
+                             f"{list(UNITS)} are always timed); with any of "
+                             f"{list(PAPER_VARIANTS)} the report is the section "
+                             f"{PAPER_HEADING!r} of --out, replaced or inserted below the "
+                             "notes marker, and the rest of --out is kept")
+    parser.add_argument("--memory-variants",
+                        help="variants whose peak memory is measured (default: --variants; "
+                             "must include pgd_at, the reference)")
+    parser.add_argument("--meta-size", type=int, default=1000,
+                        help="held-out meta set of the paper variants (random inputs)")
     parser.add_argument("--processes", type=int, default=3,
-                        help="fresh processes of the main comparison (CNN)")
-    parser.add_argument("--rounds", type=int, default=6, help="rounds per process (CNN)")
+                        help="fresh processes of the main comparison (the CNNs)")
+    parser.add_argument("--rounds", type=int, default=6, help="rounds per process (the CNNs)")
     parser.add_argument("--resnet-processes", type=int, default=2)
     parser.add_argument("--resnet-rounds", type=int, default=5)
     parser.add_argument("--repeats", type=int, default=2, help="steps per timed sample")
@@ -617,21 +789,33 @@ def main(argv=None) -> int:
     parser.add_argument("--model", help=argparse.SUPPRESS)
     parser.add_argument("--variant", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    args.variants = names_of(parser, args.variants, ALL_VARIANTS, "--variants")
+    args.memory_variants = (args.variants if args.memory_variants is None else
+                            names_of(parser, args.memory_variants, ALL_VARIANTS,
+                                     "--memory-variants"))
     if args.worker:
         worker = {"main": worker_main, "scaling": worker_scaling,
                   "memory": worker_memory}[args.worker]
         print(json.dumps(worker(args)))
         return 0
-    args.models = [m for m in args.models.split(",") if m]
-    unknown = set(args.models) - set(MODELS)
-    if unknown:
-        parser.error(f"unknown models {sorted(unknown)}; choose from {sorted(MODELS)}")
+    args.models = [MODEL_ALIASES.get(m, m) for m in args.models.split(",") if m]
+    args.models = names_of(parser, ",".join(args.models), tuple(MODELS), "--models")
+    if not (args.from_json or args.update_memory):
+        if "pgd_at" not in args.variants:
+            parser.error("--variants must include pgd_at (every ratio's reference)")
+        if not args.no_memory and "pgd_at" not in args.memory_variants:
+            parser.error("--memory-variants must include pgd_at (the reference), or pass "
+                         "--no-memory")
+        scaled = {"plain", "pgd_at", "mwat"}
+        if not args.no_scaling and not scaled <= set(args.variants):
+            parser.error(f"the scaling runs time {sorted(scaled)}: add them to --variants "
+                         "or pass --no-scaling")
     command = ("python bench/step_overhead.py " + " ".join(argv if argv is not None
                                                             else sys.argv[1:])).strip()
     if args.update_memory:
         measured = json.loads(args.update_memory.read_text())
         processes = args.memory_processes
-        for key, value in measured["settings"].items():
+        for key, value in {**SETTING_DEFAULTS, **measured["settings"]}.items():
             setattr(args, key, value)
         args.memory_processes = measured["settings"]["memory_processes"] = processes
         env = dict(os.environ, TF_ENABLE_ONEDNN_OPTS="1" if args.onednn == "on" else "0")
@@ -645,7 +829,7 @@ def main(argv=None) -> int:
         # Re-renders a saved run (its own command and settings) without measuring again.
         measured = json.loads(args.from_json.read_text())
         command = measured["command"]
-        for key, value in measured["settings"].items():
+        for key, value in {**SETTING_DEFAULTS, **measured["settings"]}.items():
             setattr(args, key, value)
     else:
         measured = measure(args)
@@ -654,12 +838,17 @@ def main(argv=None) -> int:
         raw = args.json or Path(tempfile.gettempdir()) / "step_overhead_last.json"
         raw.write_text(json.dumps(measured))
         print(f"raw measurements: {raw}", file=sys.stderr)
-    report = write_report(measured, args, command)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    if args.out.exists() and NOTES_MARKER in args.out.read_text():
-        # Hand-written reading of the numbers (and other sections) is kept below the marker.
-        report += "\n" + NOTES_MARKER + args.out.read_text().split(NOTES_MARKER, 1)[1]
-    args.out.write_text(report)
+    existing = args.out.read_text() if args.out.exists() else ""
+    if set(PAPER_VARIANTS) & set(args.variants):
+        report = paper_report(measured, args, command)
+        args.out.write_text(insert_section(existing, report))
+    else:
+        report = write_report(measured, args, command)
+        if NOTES_MARKER in existing:
+            # Hand-written reading (and other sections) is kept below the marker.
+            report += "\n" + NOTES_MARKER + existing.split(NOTES_MARKER, 1)[1]
+        args.out.write_text(report)
     print(report)
     return 0
 
