@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import keras
 
 from keras_mwat.validation import check_int
@@ -120,6 +123,23 @@ class RobustValidation(keras.callbacks.Callback):
             self.best_weights = self.model.get_weights()
             if self.filepath is not None:
                 self.model.save(self.filepath)
+                self._state_path().write_text(json.dumps(
+                    {"epoch": epoch, "robust": robust, "clean": clean}))
+
+    def _state_path(self) -> Path:
+        return Path(str(self.filepath) + ".best.json")
+
+    def on_train_begin(self, logs=None):
+        """With ``filepath``: a run resumed by ``BackupAndRestore`` continues from the best
+        checkpoint of its earlier part (its epoch, accuracy and weights)."""
+        if self.filepath is None or self.best_weights is not None:
+            return
+        state = self._state_path()
+        if state.exists() and Path(self.filepath).exists():
+            best = json.loads(state.read_text())
+            self.best_epoch, self.best_robust_accuracy = best["epoch"], best["robust"]
+            self.best_weights = keras.models.load_model(self.filepath,
+                                                        compile=False).get_weights()
 
     def on_train_end(self, logs=None):
         if self.restore_best_weights and self.best_weights is not None:

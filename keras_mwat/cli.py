@@ -532,7 +532,12 @@ def _fit(method: str, args, data, train_attack, directory: Path, extra_callbacks
     else:
         optimizer = keras.optimizers.SGD(args.lr, momentum=0.9)
     model.compile(optimizer=optimizer)
-    callbacks = [keras.callbacks.CSVLogger(str(directory / "history.csv")), *extra_callbacks]
+    # A run cut off (machine stopped, job killed) continues from its last finished epoch
+    # when the same command is run again (compare --resume): weights, optimizer state, the
+    # in-graph seed state and the epoch come back; the backup is deleted when fit ends.
+    callbacks = [keras.callbacks.BackupAndRestore(str(directory / "backup"), save_freq="epoch"),
+                 keras.callbacks.CSVLogger(str(directory / "history.csv"), append=True),
+                 *extra_callbacks]
     if args.eps_warmup_epochs > 0:
         callbacks.append(km.callbacks.EpsilonWarmup(epochs=args.eps_warmup_epochs))
     train_data = data.train_dataset(batch_size=args.batch_size, seed=args.seed)
@@ -612,6 +617,16 @@ def train(args: argparse.Namespace) -> dict:
     return metrics
 
 
+def _read_history(path: Path) -> dict:
+    """The per-epoch logs of a ``CSVLogger`` file as ``{name: [values]}`` (no epoch column)."""
+    import csv
+
+    with open(path, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    names = [name for name in (rows[0] if rows else {}) if name != "epoch"]
+    return {name: [float(row[name]) for row in rows if row[name] != ""] for name in names}
+
+
 def _selection_attack(args, data):
     """PGD-10 on the validation split: the checkpoint selection (early stopping) attack."""
     import keras_mwat as km
@@ -633,10 +648,12 @@ def _compare_one(method: str, seed: int, args, data, train_attack, directory: Pa
     # PGD-10 (the selection a user would make; the test split is never looked at).
     best = km.callbacks.RobustValidation(data.x_val, data.y_val,
                                          attack=_selection_attack(run_args, data),
+                                         filepath=directory / "best.keras",
                                          restore_best_weights=False)
-    model, seconds, history, trained_on = _fit(
+    model, seconds, _, trained_on = _fit(
         method, run_args, data, train_attack, directory,
         extra_callbacks=[best] if args.best_eval != "none" else [])
+    history = _read_history(directory / "history.csv")  # every epoch, also across resumes
     last = _robustness(model.classifier, data, run_args, eps=args.eps,
                        verbose=min(args.verbose, 1))
     last.save(directory / "robustness.json")

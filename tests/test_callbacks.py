@@ -84,3 +84,22 @@ def test_weight_tensorboard_writes_histograms_and_the_curve(name, tiny_data, tmp
         np.testing.assert_allclose(inspected["weight"], 1.0)
     else:
         assert inspected["weight"].std() > 0
+
+
+def test_robust_validation_resumes_its_best_checkpoint(tiny_data, tmp_path):
+    """A run continued by BackupAndRestore keeps the best checkpoint of its earlier part."""
+    model = km.PGDATModel(make_cnn(), attack=deterministic_attack(1), seed=0)
+    model.compile(optimizer="adam")
+    path = tmp_path / "best.keras"
+    first = km.callbacks.RobustValidation(tiny_data.x_val, tiny_data.y_val, filepath=path,
+                                          restore_best_weights=False)
+    model.fit(tiny_data.x_train[:64], tiny_data.y_train[:64], epochs=1, verbose=0,
+              callbacks=[first])
+    assert first.best_epoch == 0 and path.exists()
+    resumed = km.callbacks.RobustValidation(tiny_data.x_val, tiny_data.y_val, filepath=path)
+    resumed.set_model(model)
+    resumed.on_train_begin()
+    assert resumed.best_epoch == 0
+    assert resumed.best_robust_accuracy == pytest.approx(first.best_robust_accuracy)
+    for a, b in zip(resumed.best_weights, first.best_weights):
+        np.testing.assert_array_equal(a, b)
