@@ -535,9 +535,10 @@ def _fit(method: str, args, data, train_attack, directory: Path, extra_callbacks
     # A run cut off (machine stopped, job killed) continues from its last finished epoch
     # when the same command is run again (compare --resume): weights, optimizer state, the
     # in-graph seed state and the epoch come back; the backup is deleted when fit ends.
-    callbacks = [keras.callbacks.BackupAndRestore(str(directory / "backup"), save_freq="epoch"),
-                 keras.callbacks.CSVLogger(str(directory / "history.csv"), append=True),
-                 *extra_callbacks]
+    # The extra callbacks (e.g. RobustValidation) come first: their logs reach the CSV file.
+    callbacks = [*extra_callbacks,
+                 keras.callbacks.BackupAndRestore(str(directory / "backup"), save_freq="epoch"),
+                 keras.callbacks.CSVLogger(str(directory / "history.csv"), append=True)]
     if args.eps_warmup_epochs > 0:
         callbacks.append(km.callbacks.EpsilonWarmup(epochs=args.eps_warmup_epochs))
     train_data = data.train_dataset(batch_size=args.batch_size, seed=args.seed)
