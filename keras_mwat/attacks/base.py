@@ -74,6 +74,17 @@ def _model_fn(model) -> Callable[[tf.Tensor], tf.Tensor]:
     return model
 
 
+class _Perturb:
+    """``attack.perturb`` on the model behind ``model_ref``: the body of an attack's function."""
+
+    def __init__(self, attack, model_ref):
+        self.attack = attack
+        self.model_ref = model_ref
+
+    def __call__(self, x, y):
+        return self.attack.perturb(lambda z: _model_fn(self.model_ref())(z), x, y)
+
+
 @keras.saving.register_keras_serializable(package="keras_mwat")
 class Attack:
     """Base class of the attacks: common hyperparameters, validation and standalone use.
@@ -191,8 +202,19 @@ class Attack:
         Before building a new function, ``model`` is probed on the first points of ``x``
         (when given) and refused if it outputs probabilities: the attacks' losses need
         logits, and on a softmax they saturate and fail silently (the model looks robust).
+
+        When ``x`` is given, the function is traced once for every batch size: its input
+        signature has a ``None`` batch dimension (and the trailing shape and dtype of ``x``),
+        so the last, smaller batch of a dataset or an evaluation cascade's shrinking set of
+        points reuses the same graph.
         """
-        key = repr(sorted(self.get_config().items()))
+        signature = None
+        if x is not None:
+            signature = (
+                tf.TensorSpec((None, *x.shape[1:]), tf.as_dtype(x.dtype)),
+                tf.TensorSpec((None,), tf.int64),
+            )
+        key = (repr(sorted(self.get_config().items())), repr(signature))
         try:
             cached = self._functions.get(model)
         except TypeError:  # not weak-referenceable or not hashable: no caching
@@ -206,14 +228,11 @@ class Attack:
             model_ref = weakref.ref(model)
         except TypeError:
             model_ref = lambda: model  # noqa: E731
-
-        def model_fn(z):
-            return _model_fn(model_ref())(z)
-
-        @tf.function(reduce_retracing=True)
-        def run(x, y):
-            return self.perturb(model_fn, x, y)
-
+        # A callable object, not a closure: TensorFlow's "frequent retracing" warning counts
+        # traces per code object, so closures of every attack and model would share one
+        # count and warn although each function traces once.
+        run = tf.function(_Perturb(self, model_ref), input_signature=signature,
+                          reduce_retracing=signature is None)
         try:
             self._functions[model] = (key, run)
         except TypeError:

@@ -197,7 +197,8 @@ def evaluate_robustness(
     if x.dtype.kind != "f":
         x = x.astype(keras.config.floatx())
 
-    @tf.function(reduce_retracing=True)
+    # One trace for every batch size (the last batch is smaller): a None batch dimension.
+    @tf.function(input_signature=[tf.TensorSpec((None, *x.shape[1:]), tf.as_dtype(x.dtype))])
     def logits_of(batch):
         return model(batch, training=False)
 
