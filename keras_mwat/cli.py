@@ -856,15 +856,49 @@ def compare(args: argparse.Namespace) -> dict:
     return report
 
 
-def export(args: argparse.Namespace) -> str:
-    """Runs ``keras-mwat export``: the classifier of a ``.keras`` model as a SavedModel."""
+def _load_model(command: str, path: Path):
+    """The ``.keras`` model at ``--model path``, or a one-line ``SystemExit`` naming the flag."""
+    import zipfile
+
+    if not path.is_file():
+        what = "is a directory, not" if path.is_dir() else "does not exist: expected"
+        raise SystemExit(f"keras-mwat {command}: --model {path} {what} a .keras file (written "
+                         "by `keras-mwat train` or `model.save(...)`)")
+    if path.suffix == ".keras" and not zipfile.is_zipfile(path):
+        raise SystemExit(f"keras-mwat {command}: --model {path} is not a .keras file (not a zip "
+                         "archive written by `model.save(...)`)")
     import keras
 
+    try:
+        return keras.models.load_model(path)
+    except (ValueError, OSError, TypeError) as error:
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise SystemExit(f"keras-mwat {command}: --model {path} cannot be loaded as a Keras "
+                         f"model: {reason}") from None
+
+
+def export(args: argparse.Namespace) -> str:
+    """Runs ``keras-mwat export``: the classifier of a ``.keras`` model as a SavedModel."""
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise SystemExit(f"keras-mwat export: --out {out} is a file; pass a directory (the "
+                         "SavedModel folder, e.g. export/clf/1)")
+    if out.is_dir() and any(out.iterdir()) and not args.overwrite:
+        raise SystemExit(f"keras-mwat export: --out {out} already exists and is not empty; "
+                         "pass --overwrite to replace it")
+    model = _load_model("export", args.model)
     import keras_mwat as km
 
-    model = keras.models.load_model(args.model)
-    path = km.export_classifier(model, args.out, input_name=args.input_name,
-                                overwrite=args.overwrite)
+    try:
+        path = km.export_classifier(model, str(out), input_name=args.input_name,
+                                    overwrite=args.overwrite)
+    except FileExistsError:
+        raise SystemExit(f"keras-mwat export: --out {out} already exists; pass --overwrite to "
+                         "replace it") from None
+    except (TypeError, ValueError) as error:
+        flag = "--input-name" if "input_name" in str(error) else "--model"
+        value = args.input_name if flag == "--input-name" else args.model
+        raise SystemExit(f"keras-mwat export: {flag} {value}: {error}") from None
     print(f"wrote SavedModel {path} (signature serving_default: {args.input_name} -> "
           "logits, probabilities)")
     return path
@@ -872,17 +906,14 @@ def export(args: argparse.Namespace) -> str:
 
 def evaluate(args: argparse.Namespace):
     """Runs ``keras-mwat evaluate``: loads a ``.keras`` model, prints and writes the report."""
-    import keras
-
     import keras_mwat as km
 
-    if not args.model.exists():
-        raise SystemExit(f"keras-mwat: --model {args.model} does not exist")
-    model = keras.models.load_model(args.model)
+    model = _load_model("evaluate", args.model)
     attack = getattr(model, "attack", None)
     eps = args.eps if args.eps is not None else getattr(attack, "eps", None)
     if eps is None:
-        raise SystemExit("keras-mwat: --eps is required for a model without a training attack")
+        raise SystemExit(f"keras-mwat evaluate: --eps is required: --model {args.model} has no "
+                         "training attack to take it from")
     norm = args.norm or getattr(attack, "norm", "linf")
     args.subset = None
     args.test_subset = args.n if args.dataset.startswith("tfds:") else None
@@ -890,10 +921,14 @@ def evaluate(args: argparse.Namespace):
     output = args.output or args.model.with_suffix(".robustness.json")
     print(f"Evaluating {args.model} on {args.dataset} test ({args.n or len(data.y_test)} "
           f"points), {norm} eps={eps:g}, attacks={args.attacks}, seed={args.seed}")
-    report = km.evaluate_robustness(
-        model, (data.x_test, data.y_test), eps=eps, norm=norm, attacks=args.attacks, n=args.n,
-        batch_size=args.batch_size, seed=args.seed, value_range=data.value_range,
-        checks=not args.no_checks, verbose=args.verbose)
+    try:
+        report = km.evaluate_robustness(
+            model, (data.x_test, data.y_test), eps=eps, norm=norm, attacks=args.attacks,
+            n=args.n, batch_size=args.batch_size, seed=args.seed, value_range=data.value_range,
+            checks=not args.no_checks, verbose=args.verbose)
+    except ValueError as error:  # e.g. a model whose inputs do not fit the dataset
+        raise SystemExit(f"keras-mwat evaluate: --model {args.model} on --dataset "
+                         f"{args.dataset}: {error}") from None
     if not args.verbose:
         print(report)
     report.save(output)
@@ -930,12 +965,83 @@ def tune(args: argparse.Namespace):
     return tuner
 
 
+def _parse(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
+    """``parser.parse_args``, with a usage error shown as its one ``error:`` line (exit 2)."""
+    import contextlib
+    import io
+
+    captured = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(captured):
+            return parser.parse_args(argv)
+    except SystemExit as exit_:
+        lines = captured.getvalue().strip().splitlines()
+        if exit_.code in (0, None) or not lines:
+            sys.stderr.write(captured.getvalue())
+            raise
+        # "keras-mwat train: error: argument --eps: must be >= 0, got -1" (usage dropped).
+        program, _, message = lines[-1].partition(": error: ")
+        print(f"{program}: {message or lines[-1]} (see `{program} --help`)", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def _check_dataset_flags(args: argparse.Namespace) -> None:
+    """Fails before any work, in one line naming the flags, when the data cannot be read."""
+    import logging
+
+    dataset, data_dir = getattr(args, "dataset", None), getattr(args, "data_dir", None)
+    if dataset is None or getattr(args, "report_only", False):
+        return
+    where = f"--data-dir {data_dir}" if data_dir else "the default folder"
+    if dataset == "fashion_mnist" and data_dir != "keras":
+        from keras_mwat.data.fashion_mnist import DEFAULT_PATH, FILES
+
+        folder = Path(data_dir) if data_dir else DEFAULT_PATH
+        missing = [name for name in FILES.values()
+                   if not any((folder / n).is_file() for n in (name, name.removesuffix(".gz")))]
+        if missing:
+            raise SystemExit(
+                f"keras-mwat {args.command}: --dataset fashion_mnist: no Fashion-MNIST in "
+                f"{folder} (missing {', '.join(missing)}); install it with `sudo apt-get "
+                f"install dataset-fashion-mnist` (files in {DEFAULT_PATH}, read without "
+                "--data-dir), or pass --data-dir a folder holding the four IDX files, or "
+                "--data-dir keras to download them")
+    elif dataset.startswith("tfds:"):
+        from keras_mwat.data.tfds import dataset_info
+
+        name = dataset[len("tfds:"):]
+        absl_logger = logging.getLogger("absl")  # TFDS logs a warning per missing folder
+        level = absl_logger.level
+        absl_logger.setLevel(logging.ERROR)
+        try:
+            info = dataset_info(name, data_dir=data_dir)
+        except ImportError as error:
+            raise SystemExit(f"keras-mwat {args.command}: --dataset {dataset}: {error}") from None
+        except (TypeError, ValueError) as error:
+            raise SystemExit(f"keras-mwat {args.command}: --dataset {dataset} in {where}: "
+                             f"{error}") from None
+        finally:
+            absl_logger.setLevel(level)
+        if not info["prepared"]:
+            base = name.split(":", 1)[0]
+            raise SystemExit(
+                f"keras-mwat {args.command}: --dataset {dataset} is not prepared in {where}; "
+                f"prepare it on a machine with internet access with `tfds build {base} "
+                "--data_dir DIR`, copy DIR here and pass --data-dir DIR")
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the ``keras-mwat`` command."""
+    """Entry point of the ``keras-mwat`` command.
+
+    A user error (a usage error, a missing or unreadable ``--model``, an existing ``--out``,
+    data that is not there) ends the command with one line on stderr naming the flag and a
+    non-zero exit status, never a traceback.
+    """
     _quiet_tensorflow()
-    args = build_parser().parse_args(argv)
+    args = _parse(build_parser(), argv)
     commands = {"train": train, "evaluate": evaluate, "compare": compare, "export": export,
                 "tune": tune, "figures": figures}
+    _check_dataset_flags(args)
     commands[args.command](args)
     return 0
 
