@@ -64,6 +64,10 @@ def _add_common_arguments(parser: argparse.ArgumentParser, default_eval: str = "
     parser.add_argument("--model", choices=MODELS, default=None,
                         help="classifier from km.zoo (default small_cnn; tiny_cnn with "
                              "--recipe paper; cifar_small_cnn for 32x32x3 data)")
+    parser.add_argument("--init", choices=("keras", "torch"), default=None,
+                        help="initialisation of the classifier: Keras's defaults, or "
+                             "PyTorch's (km.zoo.torch_init; default with --recipe paper*: "
+                             "with Keras's, PGD-AT with the paper's SGD stays at chance)")
     parser.add_argument("--epochs", type=_positive_int, default=None,
                         help="default 10 (100 with --recipe paper)")
     parser.add_argument("--batch-size", type=_positive_int, default=128)
@@ -436,6 +440,8 @@ def _resolve_defaults(args) -> None:
     for key, value in quick.items():
         if getattr(args, key, None) is None:
             setattr(args, key, value)
+    if getattr(args, "init", None) is None:
+        args.init = "torch" if paper else "keras"
     if getattr(args, "model", None) is None:
         args.model = "tiny_cnn" if args.recipe == "paper" else (
             "cifar_small_cnn" if args.recipe == "paper-cifar" else "small_cnn")
@@ -475,9 +481,12 @@ def _classifier(args, data):
 
     builder = getattr(km.zoo, args.model)
     try:
-        return builder(input_shape=data.input_shape, num_classes=data.num_classes)
+        classifier = builder(input_shape=data.input_shape, num_classes=data.num_classes)
     except ValueError as error:
         raise SystemExit(f"keras-mwat: --model {args.model}: {error}") from None
+    if args.init == "torch":
+        km.zoo.torch_init(classifier, seed=args.seed)
+    return classifier
 
 
 def _meta_size(args, train_size: int | None = None) -> int:
@@ -563,6 +572,7 @@ def _settings(args, train_attack) -> dict:
         "batch_size": args.batch_size,
         "recipe": args.recipe,
         "model": args.model,
+        "init": args.init,
         "dataset": args.dataset,
         "optimizer": {"name": args.optimizer, "learning_rate": args.lr},
         "eps_warmup_epochs": args.eps_warmup_epochs,
