@@ -254,6 +254,7 @@ def nonparametric_path(tmp_path_factory):
     keras.utils.set_random_seed(0)
     attack = km.attacks.PGD(eps=0.1, step_size=0.04, num_steps=NUM_STEPS, seed=0)
     model = km.MWATNonParametricModel(km.zoo.small_cnn(width=4), attack=attack, seed=0)
+    model.compile(optimizer=keras.optimizers.SGD(0.1, momentum=0.9))  # as a compare run's
     path = tmp_path_factory.mktemp("nonparametric") / "model.keras"
     model.save(path)
     return path
