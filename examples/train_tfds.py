@@ -96,7 +96,10 @@ def main(argv=None) -> dict:
                                  batch_size=args.batch_size, shuffle=shuffle, seed=args.seed)
 
     # Absolute slices: TFDS reads "train[16:90%]" as "train[16%:90%]".
-    num_train = info["num_examples"]["train"]
+    num_train = info["num_examples"].get("train")
+    if not num_train:
+        split("train", False)  # not prepared: the loader's error says how to prepare it
+        raise SystemExit(f"{args.dataset} has no 'train' split: {info['num_examples']}")
     validation_start = round(0.9 * num_train)
     builder = getattr(km.zoo, args.model)
     classifier = builder(input_shape=info["input_shape"], num_classes=info["num_classes"])
