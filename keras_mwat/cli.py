@@ -354,7 +354,10 @@ class TFDSSplits:
         self.input_shape = tuple(info["input_shape"])
         self.num_classes = int(info["num_classes"])
         train_size = int(info["num_examples"].get("train", 0))
-        self.y_train = np.zeros(train_size - train_size // 10)  # only its length is used
+        self._end = train_size - train_size // 10  # absolute indices: tfds reads a mixed
+        self.train_split = f"train[:{self._end}]"  # slice "train[16:90%]" as percents
+        self.validation_split = f"train[{self._end}:]"
+        self.y_train = np.zeros(self._end)  # only its length is used
         xs, ys = [], []
         for x, y in self._split("test", 512, shuffle=False):
             xs.append(x.numpy())
@@ -368,9 +371,6 @@ class TFDSSplits:
         return self._load(self.name, split=split, data_dir=self.data_dir,
                           batch_size=batch_size, shuffle=shuffle, seed=seed,
                           value_range=self.value_range)
-
-    #: The tfds split slices of training and validation (the last 10%: early stopping).
-    train_split, validation_split = "train[:90%]", "train[90%:]"
 
     def with_meta(self, size: int):
         """A copy whose first ``size`` training examples are a held-out meta set (``.meta``
@@ -389,7 +389,7 @@ class TFDSSplits:
         data = copy.copy(self)
         data.meta = (np.concatenate(xs), np.concatenate(ys))
         data.y_meta = data.meta[1]
-        data.train_split = f"train[{size}:90%]"
+        data.train_split = f"train[{size}:{self._end}]"
         data.y_train = self.y_train[size:]
         return data
 
