@@ -550,6 +550,8 @@ def _fit(method: str, args, data, train_attack, directory: Path, extra_callbacks
                  keras.callbacks.CSVLogger(str(directory / "history.csv"), append=True)]
     if args.eps_warmup_epochs > 0:
         callbacks.append(km.callbacks.EpsilonWarmup(epochs=args.eps_warmup_epochs))
+    # A run stuck at chance is said so, with the likely cause and the fix.
+    callbacks.append(km.callbacks.CollapseMonitor())
     train_data = data.train_dataset(batch_size=args.batch_size, seed=args.seed)
     if recipe is not None:
         train_data = recipe.prepare(train_data, seed=args.seed)
