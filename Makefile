@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install train test test-slow lint bench clean
+.PHONY: install train test test-slow lint bench clean readme-output
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,15 +22,20 @@ TRAIN_ARGS ?= --recipe paper --epochs 10 --eps 0.1 --eps-warmup-epochs 3
 train: $(STAMP)
 	$(BIN)/keras-mwat train $(TRAIN_ARGS)
 
+# Re-runs `make train` and writes its closing lines into README.md's output block.
+readme-output: $(STAMP)
+	mkdir -p runs; start=$$(date +%s); $(MAKE) --no-print-directory train 2>&1 | tee runs/readme-train.log; \
+	$(BIN)/python scripts/update_readme_output.py runs/readme-train.log $$(( $$(date +%s) - start ))
+
 test: $(STAMP)
-	$(BIN)/ruff check keras_mwat tests bench examples notebooks
+	$(BIN)/ruff check keras_mwat tests bench examples notebooks scripts
 	$(BIN)/python -m pytest -q
 
 test-slow: $(STAMP)
 	$(BIN)/python -m pytest -q -m slow
 
 lint: $(STAMP)
-	$(BIN)/ruff check keras_mwat tests bench examples notebooks
+	$(BIN)/ruff check keras_mwat tests bench examples notebooks scripts
 
 bench: $(STAMP)
 	$(BIN)/python bench/step_overhead.py

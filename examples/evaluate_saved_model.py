@@ -11,7 +11,11 @@ one warned as a ``km.GradientMaskingWarning`` and stored in the report) and retu
     python examples/evaluate_saved_model.py --model runs/mwat.keras --tiny           # smoke test
 
 Presets: ``quick`` = PGD-20 x 2 restarts + APGD-CE; ``standard`` = APGD-CE, APGD-T, CW-PGD,
-Square. The model is evaluated on the embedded MNIST test split, or on the "test" split of
+Square; ``autoattack`` = AutoAttack's standard suite (the paper's "AA"). The default radius
+is the paper's MNIST one, L-inf eps 0.1, the radius ``train_embedded.py`` trains at.
+Evaluation needs only the classifier: a saved MWAT (BiLAW) model loads and is evaluated
+without its held-out meta set (only training it further needs ``model.set_meta_data``).
+The model is evaluated on the embedded MNIST test split, or on the "test" split of
 a prepared TFDS dataset (``--dataset tfds:cifar10 --data-dir DIR --eps 0.03137``). The
 report is written as JSON with ``--json`` and read back with ``RobustnessReport.load``.
 The command ``keras-mwat evaluate`` does the same.
@@ -39,9 +43,11 @@ def parse_args(argv=None) -> argparse.Namespace:
                              "(prepared in --data-dir; never downloads)")
     parser.add_argument("--data-dir", default=None, help="TFDS data_dir")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--eps", type=float, default=0.3)
+    parser.add_argument("--eps", type=float, default=0.1,
+                        help="attack radius (default: the paper's MNIST L-inf 0.1)")
     parser.add_argument("--norm", choices=("linf", "l2"), default="linf")
-    parser.add_argument("--attacks", choices=("quick", "standard"), default="standard")
+    parser.add_argument("--attacks", choices=("quick", "standard", "autoattack"),
+                        default="standard")
     parser.add_argument("--n", type=int, default=None,
                         help="evaluate on the first n test points (default: all)")
     parser.add_argument("--batch-size", type=int, default=256)

@@ -1,4 +1,4 @@
-"""Train MWAT (or a baseline) on a prepared TensorFlow Datasets dataset (CIFAR-10 default).
+"""Train MWAT (the paper's BiLAW) or a baseline on a prepared TFDS dataset (CIFAR-10 default).
 
 For users who have the data prepared in a TFDS data directory: nothing is downloaded.
 Prepare CIFAR-10 once on a machine with internet access, then copy the directory if needed:
@@ -10,8 +10,16 @@ and train (L-inf eps 8/255, PGD-10 with step 2/255, the common CIFAR-10 protocol
     python examples/train_tfds.py --dataset cifar10 --data-dir DIR --epochs 30
     python examples/train_tfds.py --dataset cifar10 --data-dir DIR --tiny   # a smoke test
 
-Training uses the first 90% of the "train" split, validation the last 10%, evaluation the
-"test" split. Prints ``clean accuracy: ...`` and ``robust accuracy: ...`` on the last lines.
+``km.MWATModel`` with its defaults is the paper's BiLAW, which trains its weight network on
+a **held-out meta set**: the first ``--meta-size`` images of the "train" split (the paper:
+1,000), read into arrays and passed as ``meta_data=``; the model trains on the rest. (A
+streamed ``tf.data`` split cannot be split by class cheaply, hence the first images; shuffle
+them first if your split is ordered by class, or use ``km.data.holdout_split`` on arrays.)
+The same applies to every method that needs a meta set (``mwat_trades``,
+``mwat_nonparametric``, ``mwn``); the other baselines train on all the training images.
+Training uses the first 90% of the "train" split (less the meta set), validation the last
+10%, evaluation the "test" split. Prints ``clean accuracy: ...`` and ``robust accuracy: ...``
+on the last lines.
 """
 
 from __future__ import annotations
@@ -44,18 +52,34 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="training method (default mwat; the baselines for comparison)")
     parser.add_argument("--model", choices=("small_cnn", "small_resnet"), default="small_cnn")
     parser.add_argument("--lr", type=float, default=0.05, help="SGD (momentum 0.9) learning rate")
+    parser.add_argument("--meta-size", type=int, default=1000,
+                        help="first training images held out as the meta set of MWAT (and "
+                             "the other methods that need one)")
     parser.add_argument("--subset", type=int, default=None,
                         help="train on the first batches holding at most this many samples")
     parser.add_argument("--test-subset", type=int, default=1000,
                         help="evaluate on at most this many test samples")
     parser.add_argument("--save", default=None, help="write the trained model to this .keras file")
     parser.add_argument("--tiny", action="store_true",
-                        help="1 epoch on 64 samples, PGD-2, 32 test samples: a smoke test")
+                        help="1 epoch on 64 samples (16 more held out), PGD-2, 32 test samples: "
+                             "a smoke test")
     args = parser.parse_args(argv)
     if args.tiny:
         args.epochs, args.subset, args.test_subset, args.batch_size = 1, 64, 32, 32
+        args.meta_size = 16
         args.train_steps, args.eval_steps = 2, 3
     return args
+
+
+def arrays(dataset, limit: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The ``(x, y)`` batches of ``dataset`` as two arrays (at most ``limit`` samples)."""
+    xs, ys = [], []
+    for x, y in dataset:
+        xs.append(x.numpy())
+        ys.append(y.numpy())
+        if limit is not None and sum(map(len, ys)) >= limit:
+            break
+    return np.concatenate(xs)[:limit], np.concatenate(ys)[:limit]
 
 
 def main(argv=None) -> dict:
@@ -71,24 +95,32 @@ def main(argv=None) -> dict:
         return km.data.load_tfds(args.dataset, split=name, data_dir=args.data_dir,
                                  batch_size=args.batch_size, shuffle=shuffle, seed=args.seed)
 
-    train, validation = split("train[:90%]", True), split("train[90%:]", False)
-    if args.subset:
-        batches = math.ceil(args.subset / args.batch_size)
-        train, validation = train.take(batches), validation.take(batches)
-    test_x, test_y = [], []
-    for x, y in split("test", False):
-        test_x.append(x.numpy())
-        test_y.append(y.numpy())
-        if sum(map(len, test_y)) >= args.test_subset:
-            break
-    x_test = np.concatenate(test_x)[:args.test_subset]
-    y_test = np.concatenate(test_y)[:args.test_subset]
-
+    # Absolute slices: TFDS reads "train[16:90%]" as "train[16%:90%]".
+    num_train = info["num_examples"].get("train")
+    if not num_train:
+        split("train", False)  # not prepared: the loader's error says how to prepare it
+        raise SystemExit(f"{args.dataset} has no 'train' split: {info['num_examples']}")
+    validation_start = round(0.9 * num_train)
     builder = getattr(km.zoo, args.model)
     classifier = builder(input_shape=info["input_shape"], num_classes=info["num_classes"])
     attack = km.attacks.PGD(eps=args.eps, step_size=args.step_size, num_steps=args.train_steps,
                             value_range=(0.0, 1.0))
     model = km.METHODS[args.method](classifier, attack=attack, seed=args.seed)
+    meta_size = 0
+    if not getattr(model, "has_meta_set", True):  # e.g. MWAT: needs its held-out meta set
+        meta_size = args.meta_size
+        if not 0 < meta_size < validation_start:
+            raise SystemExit(f"--meta-size must be in [1, {validation_start - 1}] (the first "
+                             f"90% of the {num_train} training images), got {meta_size}")
+        model.set_meta_data(arrays(split(f"train[:{meta_size}]", False)))
+        print(f"meta set: the first {meta_size} training images, not trained on")
+    train = split(f"train[{meta_size}:{validation_start}]", True)
+    validation = split(f"train[{validation_start}:]", False)
+    if args.subset:
+        batches = math.ceil(args.subset / args.batch_size)
+        train, validation = train.take(batches), validation.take(batches)
+    x_test, y_test = arrays(split("test", False), limit=args.test_subset)
+
     model.compile(optimizer=keras.optimizers.SGD(args.lr, momentum=0.9))
     model.fit(train, validation_data=validation, epochs=args.epochs, verbose=2,
               callbacks=[km.callbacks.EpsilonWarmup(epochs=max(min(5, args.epochs), 1))])

@@ -218,3 +218,111 @@ class WeightTensorBoard(keras.callbacks.Callback):
                                   float(result["weight"][result["y"] == label].mean()))
             tf.summary.text("weight_vs_margin", "\n".join(table))
         self.writer.flush()
+
+
+class TrainingCollapseWarning(UserWarning):
+    """Warning category of ``CollapseMonitor``: training accuracy stuck at chance level."""
+
+
+class CollapseMonitor(keras.callbacks.Callback):
+    """Warns once when accuracy sits at chance level after the first epochs: a collapse.
+
+    Adversarial training from the full radius with too high a learning rate often never
+    leaves chance level (accuracy about ``1 / num_classes``), and nothing else says so.
+    At the end of each epoch from epoch ``patience`` on, if a monitored accuracy (clean
+    training ``accuracy``, and ``val_accuracy`` when validating) has been at most
+    ``1 / num_classes + tolerance`` for the last ``patience`` epochs, this callback warns
+    once (``warnings.warn`` with category ``TrainingCollapseWarning``, and a printed line)
+    with the likely cause and the fix: an ``EpsilonWarmup`` or a lower learning rate. It
+    changes nothing in training.
+
+    Args:
+        patience: Number of consecutive epochs at chance before warning (the earliest
+            warning comes after epoch ``patience``, counted from 1).
+        tolerance: How far above chance (absolute accuracy) still counts as chance.
+        num_classes: Number of classes (default: the model's ``num_classes``).
+        monitor: Names of the accuracy logs to watch; absent ones are skipped.
+
+    Attributes:
+        message: The warning's text once it fired, else None.
+        triggered_epoch: The epoch (from 0) at which it fired, else None.
+
+    Example:
+    ```python
+    monitor = keras_mwat.callbacks.CollapseMonitor(patience=2)
+    model.fit(train_ds, epochs=10, callbacks=[monitor])
+    if monitor.message:
+        print("collapsed at epoch", monitor.triggered_epoch)
+    ```
+    """
+
+    def __init__(self, patience: int = 2, tolerance: float = 0.05, num_classes=None,
+                 monitor=("accuracy", "val_accuracy")):
+        super().__init__()
+        from keras_mwat.validation import check_nonnegative
+
+        self.patience = check_int(patience, "patience", minimum=1)
+        self.tolerance = check_nonnegative(tolerance, "tolerance")
+        self.num_classes = None if num_classes is None else check_int(
+            num_classes, "num_classes", minimum=2)
+        if isinstance(monitor, str):
+            monitor = (monitor,)
+        self.monitor = tuple(monitor)
+        if not self.monitor:
+            raise ValueError(f"`monitor` must name at least one log, got monitor={monitor!r}.")
+        self.message = None
+        self.triggered_epoch = None
+        self._streaks = {}
+
+    def _classes(self) -> int:
+        if self.num_classes is not None:
+            return self.num_classes
+        classes = getattr(self._model_or_none(), "num_classes", None)
+        if classes is None:
+            raise ValueError("CollapseMonitor needs `num_classes=` for a model without a "
+                             "`num_classes` attribute.")
+        return int(classes)
+
+    def _model_or_none(self):
+        try:
+            return self.model
+        except AttributeError:
+            return None
+
+    def _learning_rate(self) -> str:
+        optimizer = getattr(self._model_or_none(), "optimizer", None)
+        try:
+            return f" (learning rate {float(optimizer.learning_rate):g})"
+        except (AttributeError, TypeError, ValueError):
+            return ""
+
+    def on_train_begin(self, logs=None):
+        self._streaks = {}
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.message is not None or not logs:
+            return
+        classes = self._classes()
+        chance = 1.0 / classes
+        stuck = []
+        for name in self.monitor:
+            if name not in logs:
+                continue
+            value = float(logs[name])
+            at_chance = value <= chance + self.tolerance
+            self._streaks[name] = self._streaks.get(name, 0) + 1 if at_chance else 0
+            if self._streaks[name] >= self.patience:
+                stuck.append(f"{name} {value:.3f}")
+        if not stuck:
+            return
+        self.triggered_epoch = epoch
+        self.message = (
+            f"Training collapse: {', '.join(stuck)} after epoch {epoch + 1} is at chance "
+            f"level (1/{classes} = {chance:.3f}) for {self.patience} epochs"
+            f"{self._learning_rate()}. Adversarial training from the full eps with this "
+            "learning rate often stays at chance: use km.callbacks.EpsilonWarmup(epochs=3) "
+            "(CLI: --eps-warmup-epochs 3) or a lower learning rate.")
+        import warnings
+
+        warnings.warn(self.message, TrainingCollapseWarning, stacklevel=2)
+        print(self.message)

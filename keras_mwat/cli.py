@@ -64,6 +64,10 @@ def _add_common_arguments(parser: argparse.ArgumentParser, default_eval: str = "
     parser.add_argument("--model", choices=MODELS, default=None,
                         help="classifier from km.zoo (default small_cnn; tiny_cnn with "
                              "--recipe paper; cifar_small_cnn for 32x32x3 data)")
+    parser.add_argument("--init", choices=("keras", "torch"), default=None,
+                        help="initialisation of the classifier: Keras's defaults, or "
+                             "PyTorch's (km.zoo.torch_init; default with --recipe paper*: "
+                             "with Keras's, PGD-AT with the paper's SGD stays at chance)")
     parser.add_argument("--epochs", type=_positive_int, default=None,
                         help="default 10 (100 with --recipe paper)")
     parser.add_argument("--batch-size", type=_positive_int, default=128)
@@ -350,7 +354,10 @@ class TFDSSplits:
         self.input_shape = tuple(info["input_shape"])
         self.num_classes = int(info["num_classes"])
         train_size = int(info["num_examples"].get("train", 0))
-        self.y_train = np.zeros(train_size - train_size // 10)  # only its length is used
+        self._end = train_size - train_size // 10  # absolute indices: tfds reads a mixed
+        self.train_split = f"train[:{self._end}]"  # slice "train[16:90%]" as percents
+        self.validation_split = f"train[{self._end}:]"
+        self.y_train = np.zeros(self._end)  # only its length is used
         xs, ys = [], []
         for x, y in self._split("test", 512, shuffle=False):
             xs.append(x.numpy())
@@ -364,9 +371,6 @@ class TFDSSplits:
         return self._load(self.name, split=split, data_dir=self.data_dir,
                           batch_size=batch_size, shuffle=shuffle, seed=seed,
                           value_range=self.value_range)
-
-    #: The tfds split slices of training and validation (the last 10%: early stopping).
-    train_split, validation_split = "train[:90%]", "train[90%:]"
 
     def with_meta(self, size: int):
         """A copy whose first ``size`` training examples are a held-out meta set (``.meta``
@@ -385,7 +389,7 @@ class TFDSSplits:
         data = copy.copy(self)
         data.meta = (np.concatenate(xs), np.concatenate(ys))
         data.y_meta = data.meta[1]
-        data.train_split = f"train[{size}:90%]"
+        data.train_split = f"train[{size}:{self._end}]"
         data.y_train = self.y_train[size:]
         return data
 
@@ -436,6 +440,8 @@ def _resolve_defaults(args) -> None:
     for key, value in quick.items():
         if getattr(args, key, None) is None:
             setattr(args, key, value)
+    if getattr(args, "init", None) is None:
+        args.init = "torch" if paper else "keras"
     if getattr(args, "model", None) is None:
         args.model = "tiny_cnn" if args.recipe == "paper" else (
             "cifar_small_cnn" if args.recipe == "paper-cifar" else "small_cnn")
@@ -475,9 +481,12 @@ def _classifier(args, data):
 
     builder = getattr(km.zoo, args.model)
     try:
-        return builder(input_shape=data.input_shape, num_classes=data.num_classes)
+        classifier = builder(input_shape=data.input_shape, num_classes=data.num_classes)
     except ValueError as error:
         raise SystemExit(f"keras-mwat: --model {args.model}: {error}") from None
+    if args.init == "torch":
+        km.zoo.torch_init(classifier, seed=args.seed)
+    return classifier
 
 
 def _meta_size(args, train_size: int | None = None) -> int:
@@ -541,6 +550,8 @@ def _fit(method: str, args, data, train_attack, directory: Path, extra_callbacks
                  keras.callbacks.CSVLogger(str(directory / "history.csv"), append=True)]
     if args.eps_warmup_epochs > 0:
         callbacks.append(km.callbacks.EpsilonWarmup(epochs=args.eps_warmup_epochs))
+    # A run stuck at chance is said so, with the likely cause and the fix.
+    callbacks.append(km.callbacks.CollapseMonitor())
     train_data = data.train_dataset(batch_size=args.batch_size, seed=args.seed)
     if recipe is not None:
         train_data = recipe.prepare(train_data, seed=args.seed)
@@ -563,6 +574,7 @@ def _settings(args, train_attack) -> dict:
         "batch_size": args.batch_size,
         "recipe": args.recipe,
         "model": args.model,
+        "init": args.init,
         "dataset": args.dataset,
         "optimizer": {"name": args.optimizer, "learning_rate": args.lr},
         "eps_warmup_epochs": args.eps_warmup_epochs,
@@ -945,7 +957,11 @@ def figures(args: argparse.Namespace):
 
 
 def tune(args: argparse.Namespace):
-    """Runs ``keras-mwat tune`` on the embedded data; prints the best trial."""
+    """Runs ``keras-mwat tune`` on the embedded data; prints the best trial.
+
+    MWAT (the paper's BiLAW) learns on a held-out meta set: ``tuning.tune`` splits its
+    default size off the training split (500 of the 3,500 digits; a seventh of ``--subset``).
+    """
     import keras_mwat as km
     from keras_mwat import tuning
 
@@ -960,6 +976,9 @@ def tune(args: argparse.Namespace):
                         batch_size=args.batch_size, eps=args.eps,
                         attack_steps=args.train_steps, callbacks=callbacks)
     best = tuner.oracle.get_best_trials(1)[0]
+    meta = tuner.hypermodel.meta_data
+    print(f"meta set: {len(meta[1])} training samples held out, "
+          f"{len(data.y_train) - len(meta[1])} trained on")
     print(f"best val_robust_accuracy {best.score:.4f} with {best.hyperparameters.values}")
     print(f"trials in {tuner.project_dir}")
     return tuner

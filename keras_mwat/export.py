@@ -152,9 +152,10 @@ def export_classifier(model, path, input_name: str = "image", *,
     import tensorflow as tf
     import keras_mwat as km
 
-    model = km.MWATModel(km.zoo.small_cnn(), seed=0)
-    # ... model.compile(...); model.fit(...)
-    km.export_classifier(model, "/tmp/clf/1")
+    data = km.data.load_embedded().with_holdout(meta=500, early_stopping=0)
+    model = km.MWATModel(km.zoo.tiny_cnn(), meta_data=data.meta, seed=0)
+    # ... model.compile(...); model.fit(data.train_dataset(), ...)
+    km.export_classifier(model, "/tmp/clf/1")   # the classifier alone, no meta set
 
     serve = tf.saved_model.load("/tmp/clf/1").signatures["serving_default"]
     out = serve(image=np.zeros((2, 28, 28, 1), "float32"))

@@ -667,6 +667,21 @@ def _save(figure: Figure, path: Path) -> Path:
     return path
 
 
+#: The meta set ``keras-mwat compare`` holds out of the embedded data (its
+#: ``EMBEDDED_META_SIZE``, drawn with seed 0).
+COMPARE_META_SIZE = 500
+
+
+def _needs_meta_set(model) -> bool:
+    """Whether ``inspect_weights`` needs a meta set the model lacks (non-parametric MWAT).
+
+    MWAT's weight network gives the weights without one; the non-parametric variant's
+    weights are alignments with the gradient of the meta loss.
+    """
+    return (not getattr(model, "learns_weight_net", True)
+            and not getattr(model, "has_meta_set", True))
+
+
 def make_figures(
     results_dir: str | Path,
     out_dir: str | Path,
@@ -674,6 +689,7 @@ def make_figures(
     data: tuple[Any, Any] | None = None,
     n: int = 500,
     seed: int = 0,
+    meta_data: tuple[Any, Any] | None = None,
 ) -> list[Path]:
     """Writes the figures of a compare run as PNGs; skips those whose inputs are missing.
 
@@ -682,6 +698,12 @@ def make_figures(
     model at ``model_path`` (default ``results_dir/mwat/seed0/model.keras``, else that of the
     first MWAT variant ``results_dir/mwat+.../seed0``) on ``n`` points
     of ``data``. A skipped figure is reported with a printed note.
+
+    A saved model does not carry its held-out meta set. MWAT (BiLAW) does not need it to
+    show its weights (the weight network is saved); the non-parametric variant
+    (``MWATNonParametricModel``) computes its weights from the meta gradient, so it gets
+    ``meta_data``, or by default, with the default ``data``, the meta set that
+    ``keras-mwat compare`` holds out of the embedded data (500 training digits, seed 0).
 
     Args:
         results_dir: A ``keras-mwat compare`` run directory.
@@ -692,6 +714,8 @@ def make_figures(
         n: Number of points of ``data`` to use (a fixed random subset when fewer than all).
         seed: Seed of the subset and of the inspection attack's random start
             (``keras.utils.set_random_seed`` before loading the model).
+        meta_data: ``(x, y)`` meta set for a model whose weights need one to be computed
+            (the non-parametric variant); unused by the others.
 
     Returns:
         The paths written, in the order of ``FIGURE_NAMES``.
@@ -727,16 +751,28 @@ def make_figures(
             print(f"figures: skipped weight_vs_margin and class_mean_weights ({model_path} "
                   "is not a keras_mwat training model)")
         else:
-            x, y = data if data is not None else km.data.load_embedded().test
-            x, y = np.asarray(x), np.asarray(y)
-            if n < len(x):
-                keep = np.sort(np.random.default_rng(seed).choice(len(x), n, replace=False))
-                x, y = x[keep], y[keep]
-            inspected = inspect_with_kappa(model, x, y)
-            figure, _ = weight_vs_margin(model, x, y, inspected=inspected)
-            written["weight_vs_margin"] = _save(figure, out_dir / "weight_vs_margin.png")
-            figure, _ = class_mean_weights(model, x, y, inspected=inspected)
-            written["class_mean_weights"] = _save(figure, out_dir / "class_mean_weights.png")
+            if _needs_meta_set(model):
+                if meta_data is None and data is None:
+                    meta_data = km.data.load_embedded().with_holdout(
+                        meta=COMPARE_META_SIZE, early_stopping=0, seed=0).meta
+                if meta_data is not None:
+                    model.set_meta_data(meta_data)
+            if _needs_meta_set(model):
+                print(f"figures: skipped weight_vs_margin and class_mean_weights ({model_path} "
+                      "computes its weights from a meta set: pass meta_data)")
+            else:
+                x, y = data if data is not None else km.data.load_embedded().test
+                x, y = np.asarray(x), np.asarray(y)
+                if n < len(x):
+                    keep = np.sort(np.random.default_rng(seed).choice(len(x), n,
+                                                                      replace=False))
+                    x, y = x[keep], y[keep]
+                inspected = inspect_with_kappa(model, x, y)
+                figure, _ = weight_vs_margin(model, x, y, inspected=inspected)
+                written["weight_vs_margin"] = _save(figure, out_dir / "weight_vs_margin.png")
+                figure, _ = class_mean_weights(model, x, y, inspected=inspected)
+                written["class_mean_weights"] = _save(figure,
+                                                      out_dir / "class_mean_weights.png")
 
     rows = load_rows(results_dir)
     if not rows:

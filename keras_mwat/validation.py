@@ -2,7 +2,9 @@
 
 Every check raises ``ValueError`` or ``TypeError`` whose message names the argument and
 the value it got, so that a bad call fails loudly instead of giving a silent wrong answer.
-The checks here are eager (NumPy); in-graph code trusts what passed them.
+The checks here are eager (NumPy), except ``check_batch_in_graph``: the per-batch checks
+that the training and evaluation steps run inside the graph, on every batch (a dataset's
+later batches, which no eager check sees).
 """
 
 from __future__ import annotations
@@ -258,3 +260,141 @@ def check_classifier(classifier) -> tuple[tuple, int]:
             f"`classifier` must output logits of shape (n, num_classes), got {output_shape}."
         )
     return input_shape, int(num_classes)
+
+
+#: How every in-graph batch check message starts (``batch_check_message`` finds it).
+BATCH_CHECK_PREFIX = "keras-mwat batch check failed"
+#: How every in-graph batch check message ends.
+BATCH_CHECK_SUFFIX = "compile(check_batches=False) turns these checks off)"
+
+
+def check_batch_in_graph(x, y, sample_weight=None, *, num_classes: int, value_range=None,
+                         where=None, tolerance: float = 1e-6):
+    """In-graph checks of one ``(x, y, sample_weight)`` batch; returns it, gated on them.
+
+    Checks that floating inputs are finite, that inputs lie inside ``value_range`` (if
+    not None), that labels are integer-valued class indices in ``[0, num_classes)``
+    (one-hot labels: finite) and that sample weights are finite and >= 0. On failure an
+    ``InvalidArgumentError`` is raised whose message starts with ``BATCH_CHECK_PREFIX``,
+    names every problem with the offending value (min/max seen, bad label, count of
+    non-finite values) and ``where`` the batch was (the text is built only on failure).
+    The returned tensors depend on the check, so nothing computed from them (the
+    optimizer's update) runs before it. Works in replica context (``tf.distribute``) and
+    in ``tf.data`` functions; XLA compiles asserts away, so do not call it under XLA.
+
+    Args:
+        x: Input batch, (n, ...).
+        y: Labels: integer indices (n,) or (n, 1), or one-hot (n, num_classes).
+        sample_weight: Per-sample weights or None.
+        num_classes: Number of classes of the classifier.
+        value_range: ``(low, high)`` the inputs must lie in, or None.
+        where: A callable returning a scalar string tensor naming the batch (e.g.
+            "training step 3"), called only on failure.
+        tolerance: Slack allowed on the range bounds.
+
+    Returns:
+        ``(x, y, sample_weight)`` as tensors that are computed after the checks.
+
+    Example:
+    ```python
+    x, y, _ = check_batch_in_graph(x, y, num_classes=10, value_range=(0.0, 1.0),
+                                   where=lambda: tf.constant("training step 3"))
+    ```
+    """
+    import tensorflow as tf
+
+    x = tf.convert_to_tensor(x)
+    y = tf.convert_to_tensor(y)
+    checks = []  # (ok: bool scalar, message: callable -> string scalar), built on failure
+
+    def count_bad(values):
+        return tf.reduce_sum(tf.cast(tf.logical_not(tf.math.is_finite(values)), tf.int64))
+
+    x_finite = tf.constant(True)
+    if x.dtype.is_floating:
+        x_finite = tf.reduce_all(tf.math.is_finite(x))
+        checks.append((x_finite, lambda: tf.strings.format(
+            "the inputs `x` contain {} NaN or infinite values (NaN in the data or in its "
+            "preprocessing)", count_bad(x))))
+    if value_range is not None:
+        low, high = value_range
+        seen_low = tf.cast(tf.reduce_min(x), tf.float32)
+        seen_high = tf.cast(tf.reduce_max(x), tf.float32)
+        inside = tf.logical_and(seen_low >= low - tolerance, seen_high <= high + tolerance)
+        checks.append((tf.logical_or(inside, tf.logical_not(x_finite)), lambda: tf.strings.format(
+            "the inputs `x` have values in [{}, {}], outside value_range=({}, {}) of the attack "
+            "(rescale the data, e.g. divide by 255, or declare the range it uses)",
+            (seen_low, seen_high, low, high))))
+    one_hot = y.shape.rank == 2 and y.shape[-1] == num_classes and num_classes > 1
+    if one_hot:
+        if y.dtype.is_floating:
+            checks.append((tf.reduce_all(tf.math.is_finite(y)), lambda: tf.strings.format(
+                "the one-hot labels `y` contain {} NaN or infinite values", count_bad(y))))
+    else:
+        labels = tf.reshape(y, [-1])
+        integer = tf.constant(True)
+        if labels.dtype.is_floating:
+            integer = tf.reduce_all(tf.equal(labels, tf.round(labels)))  # False on NaN / inf
+            checks.append((integer, lambda: tf.strings.format(
+                "the labels `y` hold {}, not an integer class index",
+                tf.boolean_mask(labels, tf.not_equal(labels, tf.round(labels)))[0])))
+        if labels.dtype.is_floating or labels.dtype.is_integer:
+            smallest, largest = tf.reduce_min(labels), tf.reduce_max(labels)
+            in_range = tf.logical_and(smallest >= 0,
+                                      largest <= tf.cast(num_classes - 1, labels.dtype))
+            checks.append((tf.logical_or(in_range, tf.logical_not(integer)),
+                           lambda: tf.strings.format(
+                "the labels `y` hold label {}, outside [0, {}] for a classifier with "
+                "num_classes={}",
+                (tf.where(smallest < 0, smallest, largest), num_classes - 1, num_classes))))
+    if sample_weight is not None:
+        sample_weight = tf.convert_to_tensor(sample_weight)
+        weights = tf.cast(tf.reshape(sample_weight, [-1]), tf.float32)
+        finite = tf.reduce_all(tf.math.is_finite(weights))
+        checks.append((finite, lambda: tf.strings.format(
+            "`sample_weight` contains {} NaN or infinite values", count_bad(weights))))
+        smallest_weight = tf.reduce_min(weights)
+        checks.append((tf.logical_or(smallest_weight >= 0, tf.logical_not(finite)),
+                       lambda: tf.strings.format(
+            "`sample_weight` has the negative value {} (weights must be >= 0)",
+            smallest_weight)))
+    if not checks:
+        return x, y, sample_weight
+    oks = tf.stack([ok for ok, _ in checks])
+
+    def fail():
+        messages = tf.stack([message() for _, message in checks])
+        detail = tf.strings.reduce_join(tf.boolean_mask(messages, tf.logical_not(oks)),
+                                        separator="; ")
+        place = where() if where is not None else tf.constant("a batch")
+        text = tf.strings.join([f"{BATCH_CHECK_PREFIX} in ", place, ": ", detail,
+                                f" ({BATCH_CHECK_SUFFIX}"])
+        assertion = tf.debugging.Assert(False, [text])
+        with tf.control_dependencies([assertion] if assertion is not None else []):
+            return tf.constant(False)
+
+    passed = tf.cond(tf.reduce_all(oks), lambda: tf.constant(True), fail)
+    with tf.control_dependencies([passed]):
+        x, y = tf.identity(x), tf.identity(y)
+        if sample_weight is not None:
+            sample_weight = tf.identity(sample_weight)
+    return x, y, sample_weight
+
+
+def batch_check_message(error_text: str) -> str | None:
+    """The ``check_batch_in_graph`` message inside a TensorFlow error's text, or None.
+
+    Example:
+    ```python
+    batch_check_message(str(error))  # "keras-mwat batch check failed in training step 3: ..."
+    ```
+    """
+    # Graph asserts print their strings C-escaped.
+    error_text = error_text.replace("\\'", "'").replace('\\"', '"')
+    start = error_text.find(BATCH_CHECK_PREFIX)
+    if start < 0:
+        return None
+    end = error_text.find(BATCH_CHECK_SUFFIX, start)
+    if end < 0:
+        return error_text[start:].splitlines()[0]
+    return error_text[start:end + len(BATCH_CHECK_SUFFIX)]

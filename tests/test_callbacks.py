@@ -103,3 +103,68 @@ def test_robust_validation_resumes_its_best_checkpoint(tiny_data, tmp_path):
     assert resumed.best_robust_accuracy == pytest.approx(first.best_robust_accuracy)
     for a, b in zip(resumed.best_weights, first.best_weights):
         np.testing.assert_array_equal(a, b)
+
+
+def _epochs(monitor, values, key="accuracy"):
+    for epoch, value in enumerate(values):
+        monitor.on_epoch_end(epoch, {key: value, "loss": 2.3})
+
+
+def test_collapse_monitor_warns_once_when_accuracy_sits_at_chance(capsys):
+    monitor = km.callbacks.CollapseMonitor(num_classes=10)
+    with pytest.warns(km.callbacks.TrainingCollapseWarning,
+                      match=r"accuracy 0\.110 after epoch 2 is at chance.*"
+                            r"EpsilonWarmup\(epochs=3\).*--eps-warmup-epochs 3.*lower learning"):
+        _epochs(monitor, [0.102, 0.11])
+    assert monitor.triggered_epoch == 1
+    assert "Training collapse" in capsys.readouterr().out
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        _epochs(monitor, [0.1, 0.1, 0.1])  # once only
+
+
+@pytest.mark.parametrize("values, key", [
+    ([0.1, 0.35, 0.6], "accuracy"),      # a learning model
+    ([0.1, 0.4, 0.1], "accuracy"),       # chance twice, but not in a row
+    ([0.1], "accuracy"),                 # fewer epochs than `patience`
+    ([0.45, 0.55, 0.7], "accuracy"),     # above 1/K + tolerance from the start
+    ([0.1, 0.1, 0.1], "robust_accuracy"),  # not a monitored log
+])
+def test_collapse_monitor_stays_quiet(values, key):
+    import warnings
+
+    monitor = km.callbacks.CollapseMonitor(num_classes=10)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        _epochs(monitor, values, key)
+    assert monitor.message is None and monitor.triggered_epoch is None
+
+
+def test_collapse_monitor_watches_validation_accuracy_and_patience():
+    monitor = km.callbacks.CollapseMonitor(patience=3, tolerance=0.02, num_classes=4)
+    for epoch in range(2):
+        monitor.on_epoch_end(epoch, {"accuracy": 0.9, "val_accuracy": 0.26})
+    assert monitor.message is None  # 2 epochs < patience 3
+    with pytest.warns(km.callbacks.TrainingCollapseWarning, match=r"val_accuracy 0\.260 .*1/4"):
+        monitor.on_epoch_end(2, {"accuracy": 0.9, "val_accuracy": 0.26})
+    with pytest.raises(ValueError, match="patience"):
+        km.callbacks.CollapseMonitor(patience=0)
+    with pytest.raises(ValueError, match="num_classes"):
+        km.callbacks.CollapseMonitor(num_classes=1)
+
+
+def test_collapse_monitor_in_fit_reads_the_model():
+    """A model that cannot learn (zero logits, learning rate 0) predicts class 0: accuracy
+    is exactly the share of class 0, 1/10 on balanced labels."""
+    classifier = keras.Sequential([keras.Input((28, 28, 1)), keras.layers.Flatten(),
+                                   keras.layers.Dense(10, kernel_initializer="zeros")])
+    model = km.PGDATModel(classifier, attack=deterministic_attack(1), seed=0)
+    model.compile(optimizer=keras.optimizers.SGD(0.0))
+    x = np.random.default_rng(0).uniform(size=(40, 28, 28, 1)).astype("float32")
+    y = np.arange(40) % 10
+    monitor = km.callbacks.CollapseMonitor()
+    with pytest.warns(km.callbacks.TrainingCollapseWarning, match=r"learning rate 0\b"):
+        model.fit(x, y, batch_size=20, epochs=3, callbacks=[monitor], verbose=0)
+    assert monitor.triggered_epoch == 1

@@ -51,14 +51,17 @@ def accuracies(output: str) -> tuple[float, float]:
 
 @pytest.fixture(scope="module")
 def trained_model(tmp_path_factory) -> Path:
-    """A tiny MWAT model saved by train_embedded.py (also the test of that example)."""
+    """A tiny MWAT (BiLAW) model saved by train_embedded.py (also the test of that example)."""
     directory = tmp_path_factory.mktemp("train_embedded")
     path = directory / "mwat.keras"
     output = run(EXAMPLES / "train_embedded.py", "--tiny", "--seed", "1", "--save", str(path),
                  cwd=directory)
     clean, robust = accuracies(output)
     assert "model.evaluate (training attack):" in output and "val_robust_accuracy" in output
-    assert "PGD-5 x 1 restarts" in output
+    assert "PGD-5 x 1 restarts" in output and "L-inf eps=0.1" in output
+    # The meta set is held out of the 512 training digits and not trained on.
+    assert "meta=64" in output and "on 448 digits (64 held out as the meta set)" in output
+    assert "meta_loss" in output and "learned weights on the test digits" in output
     assert path.exists()
     return path
 
@@ -75,7 +78,7 @@ def test_evaluate_saved_model(trained_model, tmp_path):
     assert robust <= clean
     assert "PGD-20x2" in output and "APGD-CE" in output and "worst case" in output
     report = json.loads(report_path.read_text())
-    assert report["n"] == 32 and report["seed"] == 1 and report["eps"] == 0.3
+    assert report["n"] == 32 and report["seed"] == 1 and report["eps"] == 0.1
     assert [entry["name"] for entry in report["attacks"]] == ["PGD-20x2", "APGD-CE"]
     assert report["robust_accuracy"] == pytest.approx(robust, abs=1e-4)
 
@@ -106,6 +109,7 @@ def test_train_tfds_on_a_locally_stored_dataset(tmp_path):
                  str(data_dir), "--tiny", "--seed", "1", cwd=tmp_path)
     accuracies(output)
     assert "input (32, 32, 3), 10 classes" in output
+    assert "meta set: the first 16 training images" in output
     assert "(32 test samples)" in output
 
 
@@ -126,6 +130,9 @@ def test_compare_methods(tmp_path):
     assert "| method | clean accuracy | robust accuracy" in output
     rows = [line for line in output.splitlines() if line.startswith(("| mwat", "| pgd_at"))]
     assert len(rows) == 2
+    # MWAT trains without its 64 held-out meta digits, PGD-AT on all 512.
+    digits = {row.split("|")[1].strip(): int(row.split("|")[4]) for row in rows}
+    assert digits == {"mwat": 448, "pgd_at": 512}
 
 
 @pytest.mark.slow
@@ -134,6 +141,7 @@ def test_tune(tmp_path):
                  str(tmp_path / "tuning"), cwd=tmp_path)
     accuracies(output)
     assert "best val_robust_accuracy:" in output and "best hyperparameters:" in output
+    assert "meta=32" in output and "'meta_learning_rate'" in output
 
 
 def test_tutorial_is_a_jupytext_notebook_with_a_tiny_parameter_cell():

@@ -54,11 +54,13 @@ def data():
 
 @pytest.fixture(scope="module")
 def model(data):
+    """MWAT (the paper's BiLAW) trained one epoch with 16 training digits held out."""
     keras.utils.set_random_seed(0)
-    attack = km.attacks.PGD(eps=0.3, step_size=0.1, num_steps=NUM_STEPS, seed=0)
-    model = km.MWATModel(km.zoo.small_cnn(width=4), attack=attack, seed=0)
-    model.compile(optimizer=keras.optimizers.Adam(1e-3))
-    model.fit(*data.train, batch_size=32, epochs=1, verbose=0)
+    train, meta = km.data.holdout_split(data.train, sizes=(16,), seed=0)
+    attack = km.attacks.PGD(eps=0.1, step_size=0.04, num_steps=NUM_STEPS, seed=0)
+    model = km.MWATModel(km.zoo.small_cnn(width=4), attack=attack, meta_data=meta, seed=0)
+    model.compile(optimizer=keras.optimizers.SGD(0.1, momentum=0.9))
+    model.fit(*train, batch_size=16, epochs=1, verbose=0)
     return model
 
 
@@ -233,3 +235,42 @@ def test_make_figures_skips_what_is_missing(tmp_path, capsys):
     assert f"wrote {paths[0]}" in printed
     assert figures.make_figures(tmp_path / "empty", tmp_path / "img2") == []
     assert "no result.json" in capsys.readouterr().out
+
+
+def test_a_loaded_mwat_model_shows_its_weights_without_its_meta_set(results_dir, model, data):
+    loaded = keras.models.load_model(results_dir / "mwat" / "seed0" / "model.keras")
+    assert not loaded.has_meta_set  # the meta set is data: not saved
+    x, y = data.test
+    keras.utils.set_random_seed(0)
+    mine = model.inspect_weights(x, y)
+    keras.utils.set_random_seed(0)
+    theirs = loaded.inspect_weights(x, y)
+    np.testing.assert_allclose(theirs["weight"], mine["weight"], rtol=1e-5)
+    assert np.std(mine["weight"]) > 0  # trained: not the uniform weights
+
+
+@pytest.fixture(scope="module")
+def nonparametric_path(tmp_path_factory):
+    keras.utils.set_random_seed(0)
+    attack = km.attacks.PGD(eps=0.1, step_size=0.04, num_steps=NUM_STEPS, seed=0)
+    model = km.MWATNonParametricModel(km.zoo.small_cnn(width=4), attack=attack, seed=0)
+    model.compile(optimizer=keras.optimizers.SGD(0.1, momentum=0.9))  # as a compare run's
+    path = tmp_path_factory.mktemp("nonparametric") / "model.keras"
+    model.save(path)
+    return path
+
+
+def test_the_nonparametric_variant_gets_a_meta_set_or_is_skipped(nonparametric_path, data,
+                                                                  tmp_path, capsys):
+    paths = figures.make_figures(tmp_path / "none", tmp_path / "img", data=data.test, n=16,
+                                 model_path=nonparametric_path)
+    assert paths == []
+    assert "pass meta_data" in capsys.readouterr().out
+    meta = data.validation
+    paths = figures.make_figures(tmp_path / "none", tmp_path / "img", data=data.test, n=16,
+                                 model_path=nonparametric_path, meta_data=meta)
+    assert [p.name for p in paths] == ["weight_vs_margin.png", "class_mean_weights.png"]
+    # Without data and meta_data: the meta set keras-mwat compare holds out (embedded data).
+    paths = figures.make_figures(tmp_path / "none", tmp_path / "img2", n=16,
+                                 model_path=nonparametric_path)
+    assert [p.name for p in paths] == ["weight_vs_margin.png", "class_mean_weights.png"]

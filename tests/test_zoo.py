@@ -317,3 +317,30 @@ def test_tiny_cnn_keras_file_round_trip(tmp_path):
     np.testing.assert_allclose(
         np.asarray(restored(x, training=False)), np.asarray(model(x, training=False)), rtol=1e-6
     )
+
+
+def test_torch_init_draws_pytorchs_default_bounds():
+    model = zoo.torch_init(zoo.tiny_cnn(), seed=0)
+    for layer in model.layers:
+        if not hasattr(layer, "kernel"):
+            continue
+        bound = 1.0 / np.sqrt(np.prod(layer.kernel.shape[:-1]))
+        for values in (layer.kernel.numpy(), layer.bias.numpy()):
+            assert np.abs(values).max() <= bound
+            # Uniform on the interval: the largest draws come close to the bound.
+            assert np.abs(values).max() > 0.8 * bound
+        assert np.abs(layer.bias.numpy()).max() > 0  # Keras would leave zeros
+    again = zoo.torch_init(zoo.tiny_cnn(), seed=0)
+    for a, b in zip(model.get_weights(), again.get_weights()):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_torch_init_keeps_explicit_initialisers():
+    model = zoo.wide_resnet(depth=10, widen_factor=1)
+    convs = [v.numpy().copy() for layer in model.layers
+             if isinstance(layer, keras.layers.Conv2D) for v in layer.weights]
+    zoo.torch_init(model, seed=1)
+    after = [v.numpy() for layer in model.layers
+             if isinstance(layer, keras.layers.Conv2D) for v in layer.weights]
+    for a, b in zip(convs, after):
+        np.testing.assert_array_equal(a, b)

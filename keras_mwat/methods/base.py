@@ -17,6 +17,7 @@ loss through ``optimizer.scale_loss``; ``optimizer.apply``.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from typing import Any
 
@@ -82,6 +83,22 @@ class _EpochCounter(keras.callbacks.Callback):
 
     def on_epoch_begin(self, epoch, logs=None):
         self._owner.epoch.assign(epoch)
+
+
+@contextlib.contextmanager
+def _readable_batch_errors():
+    """Turns a failed in-graph batch check (a TensorFlow ``InvalidArgumentError`` whose text
+    starts with the graph's trace) into a ``ValueError`` whose message is the check's own.
+
+    Other errors pass unchanged; the TensorFlow error stays the ``__context__``.
+    """
+    try:
+        yield
+    except tf.errors.InvalidArgumentError as error:
+        message = validation.batch_check_message(str(error))
+        if message is None:
+            raise
+        raise ValueError(message) from None
 
 
 def _to_labels(y, num_classes: int):
@@ -214,8 +231,19 @@ class AdversarialTrainingModel(keras.Model):
     def call(self, inputs, training=False):
         return self.classifier(inputs, training=training)
 
-    def compile(self, optimizer="rmsprop", loss=None, metrics=None, **kwargs):
+    def compile(self, optimizer="rmsprop", loss=None, metrics=None, check_batches=True,
+                **kwargs):
         """Configures training; the keywords are those of ``keras.Model.compile``.
+
+        ``check_batches`` (default True): every training and evaluation batch is checked
+        inside the graph before the step uses it (finite inputs inside the attack's
+        ``value_range``, integer labels in ``[0, num_classes)``, finite sample weights
+        >= 0); a bad batch stops ``fit`` / ``evaluate`` with a ``ValueError`` naming the
+        problem, the value seen and the training step, before the optimizer applies that
+        step's update. Under XLA (``jit_compile=True``), where asserts compile away,
+        ``fit`` and ``evaluate`` check the batches of a ``tf.data.Dataset`` in its pipeline
+        instead (arrays are checked whole, eagerly; other inputs only by their first batch).
+        ``check_batches=False`` turns the per-batch checks off.
 
         ``loss`` is the per-sample base loss ``loss(y, logits) -> (n,)`` of methods whose
         loss is a cross-entropy on adversarial logits (default
@@ -235,6 +263,7 @@ class AdversarialTrainingModel(keras.Model):
                 f"`loss` must be a callable loss(y, logits) -> per-sample losses, got {loss!r}."
             )
         self.base_loss = loss or losses.cross_entropy
+        self.check_batches = bool(check_batches)
         extra = []
         for metric in metrics or []:
             if isinstance(metric, str) and metric in _ACCURACY_NAMES:
@@ -271,6 +300,7 @@ class AdversarialTrainingModel(keras.Model):
         if config:
             config["loss"] = keras.saving.serialize_keras_object(self.base_loss)
             config["metrics"] = keras.saving.serialize_keras_object(self._metrics_argument)
+            config["check_batches"] = self.checks_batches
         return config
 
     def compile_from_config(self, config) -> None:
@@ -387,8 +417,35 @@ class AdversarialTrainingModel(keras.Model):
             x_adv, kappa = result, None
         return tf.stop_gradient(x_adv), kappa
 
+    @property
+    def checks_batches(self) -> bool:
+        """Whether each batch is checked (``compile(check_batches=...)``, default True)."""
+        return getattr(self, "check_batches", True)
+
+    def _check_batch(self, x, y, sample_weight, training: bool):
+        """``validation.check_batch_in_graph`` of a step's batch, naming the step; the batch
+        unchanged when the checks are off or compiled by XLA (which drops asserts)."""
+        if not self.checks_batches or self.jit_compile is True or y is None:
+            return x, y, sample_weight
+
+        def where():
+            if training:
+                iteration = tf.cast(tf.convert_to_tensor(self.optimizer.iterations), tf.int64)
+                return tf.strings.format("training step {} (epoch {})", (
+                    iteration + 1, tf.convert_to_tensor(self.epoch) + 1))
+            seen = tf.cast(tf.convert_to_tensor(self.loss_tracker.count), tf.int64)
+            size = tf.maximum(tf.shape(x, out_type=tf.int64)[0], 1)
+            return tf.strings.format(
+                "evaluation batch {} (evaluate or validation_data; from sample index {})",
+                (seen // size + 1, seen))
+
+        return validation.check_batch_in_graph(
+            x, y, sample_weight, num_classes=self.num_classes,
+            value_range=self.attack.value_range, where=where)
+
     def train_step(self, data):
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+        x, y, sample_weight = self._check_batch(x, y, sample_weight, training=True)
         y = _to_labels(y, self.num_classes)
         classifier_variables = self.classifier.trainable_variables
         theta = [tf.convert_to_tensor(v) for v in classifier_variables]
@@ -514,6 +571,7 @@ class AdversarialTrainingModel(keras.Model):
     def test_step(self, data):
         """Clean and robust accuracy under the model's attack (with its own CE objective)."""
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+        x, y, sample_weight = self._check_batch(x, y, sample_weight, training=False)
         y = _to_labels(y, self.num_classes)
         logits_clean = self.classifier(x, training=False)
         x_adv = tf.stop_gradient(
@@ -567,7 +625,29 @@ class AdversarialTrainingModel(keras.Model):
         elif isinstance(validation_data, tf.data.Dataset):
             self._validate_data(validation_data, None)
         callbacks = list(callbacks or []) + [_EpochCounter(self)]
-        return super().fit(x, y, *args, callbacks=callbacks, **kwargs)
+        x = self._checked_dataset(x, "training")
+        if isinstance(validation_data, tf.data.Dataset):
+            kwargs["validation_data"] = self._checked_dataset(validation_data, "validation")
+        with _readable_batch_errors():
+            return super().fit(x, y, *args, callbacks=callbacks, **kwargs)
+
+    def _checked_dataset(self, data, kind: str):
+        """Under XLA (which compiles the in-graph asserts away), a ``tf.data.Dataset`` with
+        each batch checked in its pipeline; ``data`` unchanged otherwise."""
+        if not (self.checks_batches and self.jit_compile is True
+                and isinstance(data, tf.data.Dataset)):
+            return data
+
+        def check(index, batch):
+            bx, by, bw = keras.utils.unpack_x_y_sample_weight(batch)
+            if by is None:
+                return batch
+            bx, by, bw = validation.check_batch_in_graph(
+                bx, by, bw, num_classes=self.num_classes, value_range=self.attack.value_range,
+                where=lambda: tf.strings.format(f"{kind} dataset batch {{}}", index + 1))
+            return keras.utils.pack_x_y_sample_weight(bx, by, bw)
+
+        return data.enumerate().map(check)
 
     def _maybe_symbolic_build(self, iterator=None, data_batch=None):
         """Skips Keras's symbolic build: the wrapper is built eagerly and so is its optimizer.
@@ -583,7 +663,9 @@ class AdversarialTrainingModel(keras.Model):
 
     def evaluate(self, x=None, y=None, *args, **kwargs):
         self._validate_data(x, y)
-        return super().evaluate(x, y, *args, **kwargs)
+        x = self._checked_dataset(x, "evaluation")
+        with _readable_batch_errors():
+            return super().evaluate(x, y, *args, **kwargs)
 
     # ---------------------------------------------------------- serialisation
     def get_config(self) -> dict:
