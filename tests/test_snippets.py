@@ -13,7 +13,8 @@ The environment switch ``KERAS_MWAT_FAST`` shortens the snippets without editing
 ``keras.Model.fit`` runs at most ``FAST_EPOCHS`` epochs of at most ``FAST_STEPS`` batches,
 ``km.evaluate_robustness`` attacks at most ``FAST_POINTS`` points and a keras-tuner search
 runs at most ``FAST_TRIALS`` trials. ``KERAS_MWAT_FAST=0 pytest tests/test_snippets.py``
-runs every snippet with its own settings (tens of minutes on a CPU).
+runs them with their own settings (add ``-m "slow or not slow"`` for all pages; tens of
+minutes on a CPU). The switch is documented in docs/quickstart.md ("Tests").
 
 As in a notebook, the value of a block's last line, when it is an expression, is kept as
 ``_``; ``CHECKS`` asserts properties of the results (the README's Quick start must train
@@ -158,8 +159,15 @@ def test_checks_refer_to_existing_blocks():
         assert index < len(blocks) and not blocks[index]["skip"], (name, index)
 
 
-@pytest.mark.parametrize(
-    "path", [p for p in FILES if any(not b["skip"] for b in blocks_of(p))], ids=relative)
+#: Pages whose shortened snippets still take more than about 30 s on 2 busy cores (several
+#: trainings, an AutoAttack run, a strategy); ``make test-slow`` runs them.
+SLOW = {"docs/data.md", "docs/distributed.md", "docs/evaluation.md", "docs/quickstart.md",
+        "docs/tuning.md"}
+
+
+@pytest.mark.parametrize("path", [
+    pytest.param(p, marks=[pytest.mark.slow] if relative(p) in SLOW else [], id=relative(p))
+    for p in FILES if any(not b["skip"] for b in blocks_of(p))])
 def test_snippets_run_as_written(path, tmp_path):
     name = relative(path)
     blocks = [{**block, "file": name, "checks": CHECKS.get((name, block["index"]), [])}
