@@ -161,8 +161,7 @@ def test_checks_refer_to_existing_blocks():
 
 #: Pages whose shortened snippets still take more than about 30 s on 2 busy cores (several
 #: trainings, an AutoAttack run, a strategy); ``make test-slow`` runs them.
-SLOW = {"docs/data.md", "docs/distributed.md", "docs/evaluation.md", "docs/quickstart.md",
-        "docs/tuning.md"}
+SLOW = {"docs/distributed.md", "docs/evaluation.md", "docs/tuning.md"}
 
 
 @pytest.mark.parametrize("path", [
