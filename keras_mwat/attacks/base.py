@@ -214,13 +214,15 @@ class Attack:
                 tf.TensorSpec((None, *x.shape[1:]), tf.as_dtype(x.dtype)),
                 tf.TensorSpec((None,), tf.int64),
             )
-        key = (repr(sorted(self.get_config().items())), repr(signature))
+        config, shapes = repr(sorted(self.get_config().items())), repr(signature)
         try:
             cached = self._functions.get(model)
         except TypeError:  # not weak-referenceable or not hashable: no caching
             cached = None
-        if cached is not None and cached[0] == key:
+        # Without ``x``, any function of this model and configuration will do.
+        if cached is not None and cached[0][0] == config and (x is None or cached[0][1] == shapes):
             return cached[1]
+        key = (config, shapes)
         if x is not None:
             probe = _model_fn(model)(tf.convert_to_tensor(x[:_PROBE_POINTS]))
             validation.check_logits(probe, name="model")

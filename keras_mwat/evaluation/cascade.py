@@ -10,6 +10,7 @@ number next to the settings that produced it.
 from __future__ import annotations
 
 import datetime
+import functools
 import time
 import warnings
 from collections.abc import Sequence
@@ -39,6 +40,11 @@ def _unwrap(classifier) -> keras.Model:
             f"{type(classifier).__name__}."
         )
     return classifier
+
+
+def _logits(model, batch):
+    """Inference-mode logits of ``model`` on ``batch``."""
+    return model(batch, training=False)
 
 
 def _collect(data, n: int | None) -> tuple[np.ndarray, np.ndarray]:
@@ -197,10 +203,12 @@ def evaluate_robustness(
     if x.dtype.kind != "f":
         x = x.astype(keras.config.floatx())
 
-    # One trace for every batch size (the last batch is smaller): a None batch dimension.
-    @tf.function(input_signature=[tf.TensorSpec((None, *x.shape[1:]), tf.as_dtype(x.dtype))])
-    def logits_of(batch):
-        return model(batch, training=False)
+    # One trace for every batch size (the last batch is smaller): a None batch dimension. A
+    # partial, not a closure: TensorFlow's "frequent retracing" warning counts the traces of
+    # every function sharing a code object, so each evaluation's closure would add to it.
+    logits_of = tf.function(
+        functools.partial(_logits, model),
+        input_signature=[tf.TensorSpec((None, *x.shape[1:]), tf.as_dtype(x.dtype))])
 
     def logits(points: np.ndarray) -> np.ndarray:
         parts = [
