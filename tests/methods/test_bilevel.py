@@ -164,6 +164,9 @@ def test_model_hypergradient_modes_agree(options):
     rng = np.random.default_rng(2)
     x = tf.constant(rng.uniform(0, 1, (24, 28, 28, 1)).astype("float32"))
     y = tf.constant(rng.integers(0, 10, 24).astype("int32"))
+    if "meta_source" not in options:  # the paper's held-out meta set, attacked at θ̃
+        options = {**options, "meta_batch_size": 8, "meta_data": (
+            rng.uniform(0, 1, (12, 28, 28, 1)).astype("float32"), rng.integers(0, 10, 12))}
     results = []
     for mode in ("reverse", "low_memory", "forward"):
         model = MWATModel(make_cnn(batch_norm=True), attack=deterministic_attack(), seed=0,
