@@ -625,6 +625,10 @@ class AdversarialTrainingModel(keras.Model):
         elif isinstance(validation_data, tf.data.Dataset):
             self._validate_data(validation_data, None)
         callbacks = list(callbacks or []) + [_EpochCounter(self)]
+        if isinstance(x, tf.data.Dataset) and not args:
+            # A dataset brings its own order: Keras ignores `shuffle` for it, and warns
+            # about its default True on every fit.
+            kwargs.setdefault("shuffle", False)
         x = self._checked_dataset(x, "training")
         if isinstance(validation_data, tf.data.Dataset):
             kwargs["validation_data"] = self._checked_dataset(validation_data, "validation")
