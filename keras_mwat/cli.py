@@ -1,4 +1,4 @@
-"""Command line: ``keras-mwat train | evaluate | compare | export | tune | figures``.
+"""Command line: ``keras-mwat train | evaluate | compare | paper-eval | export | tune | figures``.
 
 Also ``python -m keras_mwat``.
 
@@ -16,6 +16,11 @@ report and writes its JSON.
 from the same initial weights, with the same attack, budget and seed, evaluates each with
 the same attacks (``"standard"`` by default), prints one table and writes it as JSON and
 Markdown to the run directory.
+
+``keras-mwat paper-eval DIR`` evaluates the last and best checkpoints of every finished run
+of a compare directory with the paper's protocol (``keras_mwat.experiments.paper_eval``);
+``keras-mwat compare --resume DIR --report-only --paper-cell CELL`` then writes
+``DIR/side_by_side.md``, ours next to the paper's numbers.
 """
 
 from __future__ import annotations
@@ -212,6 +217,22 @@ def _seed_list(text: str) -> list[int]:
     return seeds
 
 
+def _paper_cell(text: str) -> str:
+    from keras_mwat.experiments import paper_tables
+
+    try:
+        return paper_tables.get_cell(text).cell
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def _checkpoint_list(text: str) -> list[str]:
+    names = [part.strip() for part in text.split(",") if part.strip()]
+    if not names or any(name not in ("last", "best") for name in names):
+        raise argparse.ArgumentTypeError(f"expected last, best or last,best, got {text!r}")
+    return list(dict.fromkeys(names))
+
+
 def build_parser() -> argparse.ArgumentParser:
     from keras_mwat.methods import METHODS
 
@@ -250,6 +271,10 @@ def build_parser() -> argparse.ArgumentParser:
                               "against (default pgd_at when compared)")
     compare.add_argument("--report-only", action="store_true",
                          help="with --resume: tabulate the finished runs, train nothing")
+    compare.add_argument("--paper-cell", type=_paper_cell, default=None,
+                         help="also write DIR/side_by_side.md: ours (paper-eval files) next "
+                              "to this cell of the paper's tables, e.g. "
+                              "fmnist-tinycnn-linf0.1 (keras_mwat.experiments.paper_tables)")
     evaluate = commands.add_parser(
         "evaluate", help="evaluate a saved model's robustness (attacks in cascade, report)")
     evaluate.add_argument("--model", type=Path, required=True,
@@ -275,6 +300,32 @@ def build_parser() -> argparse.ArgumentParser:
                           help="report JSON (default: <model>.robustness.json beside it)")
     evaluate.add_argument("--seed", type=int, default=0)
     evaluate.add_argument("--verbose", type=int, choices=(0, 1), default=1)
+    paper_eval = commands.add_parser(
+        "paper-eval", help="the paper's evaluation of every finished run of a compare "
+                           "directory: clean and PGD-20 (step eps/4) on the whole test set, "
+                           "AutoAttack on its first --n-aa points; last and best checkpoint")
+    paper_eval.add_argument("directory", type=Path,
+                            help="a `keras-mwat compare` run directory (DIR/METHOD/seedK/)")
+    paper_eval.add_argument("--which", type=_checkpoint_list, default=["last", "best"],
+                            help="checkpoints: last (model.keras), best (best.keras) or "
+                                 "last,best (default)")
+    paper_eval.add_argument("--n-aa", type=_positive_int, default=1000,
+                            help="AutoAttack on the first N test points (default 1000)")
+    paper_eval.add_argument("--eps", type=_nonnegative_float, default=None,
+                            help="radius (default: that of each model's training attack)")
+    paper_eval.add_argument("--norm", choices=("linf", "l2"), default=None,
+                            help="norm (default: that of each model's training attack)")
+    paper_eval.add_argument("--dataset", default=None,
+                            help="'fashion_mnist', 'embedded' or 'tfds:NAME' (default: the "
+                                 "dataset in DIR/compare.json)")
+    paper_eval.add_argument("--data-dir", default=None,
+                            help="tensorflow-datasets data_dir, or Fashion-MNIST's folder")
+    paper_eval.add_argument("--test-subset", type=_positive_int, default=None,
+                            help="evaluate on the first N test points only (for tests)")
+    paper_eval.add_argument("--batch-size", type=_positive_int, default=256)
+    paper_eval.add_argument("--seed", type=int, default=0,
+                            help="seed of the attacks (the same for every run)")
+    paper_eval.add_argument("--verbose", type=int, choices=(0, 1), default=0)
     export = commands.add_parser(
         "export", help="export a trained model's classifier as a SavedModel for TF Serving")
     export.add_argument("--model", type=Path, required=True, help="a .keras file")
@@ -565,6 +616,13 @@ def _fit(method: str, args, data, train_attack, directory: Path, extra_callbacks
     return model, seconds, history.history, data
 
 
+def _code_version() -> dict:
+    """The code's commit (``git rev-parse HEAD``) and version, recorded in every result."""
+    from keras_mwat.experiments.provenance import code_version
+
+    return code_version()
+
+
 def _settings(args, train_attack) -> dict:
     import keras
 
@@ -580,6 +638,7 @@ def _settings(args, train_attack) -> dict:
         "eps_warmup_epochs": args.eps_warmup_epochs,
         "train_attack": keras.saving.serialize_keras_object(train_attack)["config"],
         "eval_attacks": args.eval_attacks,
+        "code": _code_version(),
     }
 
 
@@ -677,6 +736,7 @@ def _compare_one(method: str, seed: int, args, data, train_attack, directory: Pa
            **last.per_attack, "worst_case": last.robust_accuracy,
            "train_seconds": round(seconds, 1), "eval_seconds": round(last.duration_seconds, 1),
            "masking_warnings": len(last.warnings), "robustness": last.to_dict(),
+           "code": _code_version(),
            "history": {k: [float(v) for v in vs] for k, vs in history.items()}}
     if args.best_eval != "none" and best.best_weights is not None:
         model.set_weights(best.best_weights)
@@ -844,6 +904,8 @@ def compare(args: argparse.Namespace) -> dict:
             directory.mkdir(parents=True, exist_ok=True)
             print(f"\n== {method}, seed {seed}")
             rows.append(_compare_one(method, seed, args, data, train_attack, directory))
+    if args.paper_cell is not None:
+        _write_side_by_side(run_dir, args.paper_cell)
     if not rows:
         raise SystemExit(f"keras-mwat: no finished runs in {run_dir}")
     table = summarize(rows, reference=args.reference)
@@ -866,6 +928,46 @@ def compare(args: argparse.Namespace) -> dict:
     print("\n" + table)
     print(f"\nwrote {run_dir / 'compare.json'} and {run_dir / 'compare.md'}")
     return report
+
+
+def _write_side_by_side(run_dir: Path, cell: str) -> str:
+    """Writes and prints ``run_dir/side_by_side.md``: ours next to the paper's ``cell``."""
+    from keras_mwat.experiments import side_by_side
+
+    text = side_by_side.report(run_dir, cell)
+    (run_dir / "side_by_side.md").write_text(text)
+    print("\n" + text)
+    print(f"wrote {run_dir / 'side_by_side.md'}")
+    return text
+
+
+def paper_eval(args: argparse.Namespace) -> list[Path]:
+    """Runs ``keras-mwat paper-eval DIR``; returns the ``paper_eval_*.json`` files written."""
+    from keras_mwat.experiments import paper_eval as protocol
+
+    if not args.directory.is_dir():
+        raise SystemExit(f"keras-mwat paper-eval: DIR {args.directory} is not a directory")
+    if args.dataset is None:
+        settings = args.directory / "compare.json"
+        if not settings.exists():
+            raise SystemExit(f"keras-mwat paper-eval: --dataset is required: no "
+                             f"{settings} to take it from")
+        args.dataset = json.loads(settings.read_text()).get("dataset", "embedded")
+    test_subset, args.subset, args.test_subset = args.test_subset, None, None
+    data = _load_data(args)
+    x_test, y_test = data.x_test[:test_subset], data.y_test[:test_subset]
+    print(f"Paper evaluation of the finished runs in {args.directory}: {args.dataset} test "
+          f"({len(y_test)} points; AutoAttack on the first {min(args.n_aa, len(y_test))}), "
+          f"checkpoints {','.join(args.which)}, seed {args.seed}")
+    try:
+        return protocol.evaluate_runs(
+            args.directory, x_test, y_test, eps=args.eps, norm=args.norm, n_aa=args.n_aa,
+            which=args.which, value_range=data.value_range, seed=args.seed,
+            batch_size=args.batch_size, verbose=args.verbose,
+            data_info={"dataset": args.dataset, "data_dir": args.data_dir,
+                       "test_subset": test_subset})
+    except ValueError as error:
+        raise SystemExit(f"keras-mwat paper-eval: {error}") from None
 
 
 def _load_model(command: str, path: Path):
@@ -1059,7 +1161,7 @@ def main(argv: list[str] | None = None) -> int:
     _quiet_tensorflow()
     args = _parse(build_parser(), argv)
     commands = {"train": train, "evaluate": evaluate, "compare": compare, "export": export,
-                "tune": tune, "figures": figures}
+                "tune": tune, "figures": figures, "paper-eval": paper_eval}
     _check_dataset_flags(args)
     commands[args.command](args)
     return 0
