@@ -28,8 +28,12 @@ def _write(path, record):
 def results(tmp_path):
     for (method, seed), checkpoints in EVALUATED.items():
         run = tmp_path / method / f"seed{seed}"
-        _write(run / "result.json", {"method": method, "seed": seed,
-                                     "code": {"commit": "a" * 40, "dirty": False}})
+        clean, pgd20 = checkpoints["last"][:2]
+        _write(run / "result.json", {  # what compare's own table reads, too
+            "method": method, "seed": seed, "clean": clean, "PGD-20": pgd20,
+            "worst_case": pgd20, "train_seconds": 1.0,
+            "robustness": {"attacks": [{"name": "PGD-20", "config": {"num_steps": 20}}]},
+            "code": {"commit": "a" * 40, "dirty": False}})
         for checkpoint, (clean, pgd20, aa, pgd_first) in checkpoints.items():
             _write(run / f"paper_eval_{checkpoint}.json", {
                 "clean": clean, "pgd20": pgd20, "aa": aa, "pgd20_on_aa_points": pgd_first,
@@ -118,3 +122,16 @@ def test_report_puts_ours_next_to_the_paper(results):
 def test_report_rejects_an_unknown_cell(results):
     with pytest.raises(ValueError, match="unknown paper cell 'cifar-11'"):
         side_by_side.report(results, "cifar-11")
+
+
+def test_compare_report_only_writes_the_side_by_side_file(results, capsys):
+    from keras_mwat.cli import main
+
+    main(["compare", "--resume", str(results), "--report-only", "--methods", "pgd_at,mwat",
+          "--seeds", "0,1,2", "--paper-cell", "F-MNIST-tiny_cnn-linf0.1", "--verbose", "0"])
+    written = (results / "side_by_side.md").read_text()
+    assert written == side_by_side.report(results, "fmnist-tinycnn-linf0.1")
+    assert written in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        main(["compare", "--resume", str(results), "--report-only", "--paper-cell", "svhn"])
+    assert "argument --paper-cell: unknown paper cell 'svhn'" in capsys.readouterr().err
