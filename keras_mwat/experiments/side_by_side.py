@@ -297,13 +297,14 @@ def _provenance(runs) -> list[str]:
         return ", ".join(sorted(found)) or "–"
 
     evaluations = [record for run in runs for record in run.evals.values()]
+    training = commits(run.result for run in runs if run.result is not None)
+    note = " (unknown: trained before the commit was recorded)" if "unknown" in training else ""
     n_pgd = sorted({record["n_pgd20"] for record in evaluations})
     n_aa = sorted({record["n_aa"] for record in evaluations})
     return [f"Evaluated on {', '.join(map(str, n_pgd)) or '–'} test points (clean, PGD-20) "
             f"and the first {', '.join(map(str, n_aa)) or '–'} (AutoAttack). "
             f"Code of the evaluations: {commits(evaluations)}; of the training runs: "
-            f"{commits(run.result for run in runs if run.result is not None)} (unknown: "
-            "trained before the commit was recorded)."]
+            f"{training}{note}."]
 
 
 def report(directory: str | Path, cell: str, command: str | None = None) -> str:
@@ -333,8 +334,9 @@ def report(directory: str | Path, cell: str, command: str | None = None) -> str:
     methods = list(paper)
     methods += [run.method for run in runs if run.method not in methods]
     methods = list(dict.fromkeys(methods))
-    regenerate = command or (f"keras-mwat compare --resume {directory} --report-only "
-                             f"--paper-cell {paper_cell.cell}")
+    regenerate = command or (
+        f"the training command (`keras-mwat compare ... --resume {directory}`) with "
+        f"`--report-only --paper-cell {paper_cell.cell}` added")
     lines = [
         f"# Ours next to the paper: {paper_cell.label} (Table {paper_cell.table})",
         "",
@@ -354,6 +356,11 @@ def report(directory: str | Path, cell: str, command: str | None = None) -> str:
         lines += ["", f"## {titles[checkpoint]}", "",
                   *_main_table(runs, methods, paper, checkpoint)]
         for reference in _REFERENCES:
+            if reference not in paper and not any(run.method == reference for run in runs):
+                lines += ["", f"No {reference} run in this directory and no "
+                              f"{paper_tables.PAPER_NAMES[reference]} column in the paper's "
+                              "table: no paired difference against it."]
+                continue
             lines += ["", f"Paired difference against {reference} ({checkpoint}; per seed, "
                           f"then mean ± std; paper: its {paper_tables.PAPER_NAMES[reference]}"
                           " column):", "",
@@ -365,5 +372,5 @@ def report(directory: str | Path, cell: str, command: str | None = None) -> str:
               "whether ours does.", "", *_drop_table(runs, methods, paper),
               "", "## Best checkpoint against last", "",
               "Best − last is paired by seed.", "", *_best_last_table(runs, methods),
-              "", f"Regenerate: `{regenerate}`", ""]
+              "", f"Regenerate: {regenerate}.", ""]
     return "\n".join(lines)

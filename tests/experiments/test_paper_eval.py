@@ -106,3 +106,14 @@ def test_paper_eval_needs_a_dataset_or_compare_json(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["paper-eval", str(tmp_path), "--which", "first"])
     assert "expected last, best or last,best" in capsys.readouterr().err
+
+
+def test_compare_records_the_code_commit_in_its_settings():
+    from keras_mwat.cli import _resolve_defaults, _settings, build_parser
+
+    args = build_parser().parse_args(["compare", "--methods", "pgd_at"])
+    _resolve_defaults(args)
+    settings = _settings(args, km.attacks.PGD(eps=0.3, step_size=0.1, num_steps=2))
+    assert settings["code"] == code_version()
+    assert set(settings["code"]) == {"commit", "dirty", "keras_mwat"}
+    assert settings["code"]["keras_mwat"] == km.__version__

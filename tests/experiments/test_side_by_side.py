@@ -116,7 +116,18 @@ def test_report_puts_ours_next_to_the_paper(results):
     assert best_last["pgd_at"]["clean: best − last"] == "-0.75 ± 0.35"
     assert best_last["mwat"]["best epoch (1-based)"] == "92"
     assert "Code of the evaluations: bbbbbbbbbbbb" in text and "aaaaaaaaaaaa" in text
-    assert "--report-only --paper-cell fmnist-tinycnn-linf0.1" in text
+    assert "`--report-only --paper-cell fmnist-tinycnn-linf0.1` added" in text
+    assert "aaaaaaaaaaaa, unknown (unknown: trained before" in text  # wmmr has no "code"
+
+
+def test_a_reference_neither_run_nor_in_the_paper_gets_one_line(results):
+    import shutil
+
+    shutil.rmtree(results / "trades")
+    text = side_by_side.report(results, "fmnist-tinycnn-linf0.1")
+    assert text.count("No trades run in this directory and no TRADES column") == 2
+    assert len(_tables(text)) == 6
+    assert "Paired difference against pgd_at (best" in text
 
 
 def test_report_rejects_an_unknown_cell(results):
