@@ -38,6 +38,7 @@ from keras_mwat.methods import (
     MWATTRADESModel,
     MWNModel,
     PGDATModel,
+    StandardModel,
     TRADESModel,
     WMMRModel,
 )
@@ -58,6 +59,7 @@ __all__ = [
     "MWNModel",
     "PGDATModel",
     "RobustnessReport",
+    "StandardModel",
     "TRADESModel",
     "WMMRModel",
     "WeightNetwork",

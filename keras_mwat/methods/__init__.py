@@ -9,6 +9,7 @@ from keras_mwat.methods.mwat_nonparametric import MWATNonParametricModel
 from keras_mwat.methods.mwat_trades import MWATTRADESModel
 from keras_mwat.methods.mwn import MWNModel
 from keras_mwat.methods.pgd_at import PGDATModel
+from keras_mwat.methods.standard import StandardModel
 from keras_mwat.methods.trades import TRADESModel
 from keras_mwat.methods.wmmr import WMMRModel
 
@@ -24,6 +25,7 @@ METHODS = {
     "gairat": GAIRATModel,
     "wmmr": WMMRModel,
     "mwn": MWNModel,
+    "plain": StandardModel,
 }
 
 __all__ = [
@@ -37,6 +39,7 @@ __all__ = [
     "MWATTRADESModel",
     "MWNModel",
     "PGDATModel",
+    "StandardModel",
     "TRADESModel",
     "TrainingStep",
     "WMMRModel",
