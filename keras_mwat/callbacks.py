@@ -326,3 +326,209 @@ class CollapseMonitor(keras.callbacks.Callback):
 
         warnings.warn(self.message, TrainingCollapseWarning, stacklevel=2)
         print(self.message)
+
+
+#: The per-epoch arrays of a ``WeightHistory`` file, each of shape (epochs, n).
+WEIGHT_HISTORY_KEYS = ("weight", "weight_clean", "weight_adv", "margin_clean", "margin_adv",
+                       "pred_clean", "pred_adv")
+
+
+class WeightHistory(keras.callbacks.Callback):
+    """Records the learned weights of a fixed probe set after every epoch, in an ``.npz``.
+
+    At the end of every ``every``-th epoch (and of the last one) it attacks the probe set
+    ``(x, y)`` with the model's training attack (its own random starts, drawn from ``seed``
+    and the same every epoch; the model's generators are not touched, so training draws
+    the same numbers with or without this callback) and asks the method's weight function
+    for three weights per point, each normalised to mean 1 over the probe set (the scale
+    of ``model.inspect_weights``):
+
+    * ``weight``: the weight training gives the point (the clean input and its adversarial
+      example, as in ``train_step``): what ``inspect_weights`` reports;
+    * ``weight_clean``: the weight of the clean input, i.e. the weight function evaluated
+      with the clean input standing for both the input and its adversarial example
+      (MWAT's margin, MWN's loss, ... all of the clean logits);
+    * ``weight_adv``: the same with the adversarial example in both roles.
+
+    For MWAT (the paper's BiLAW) with its default clean margin, ``weight`` equals
+    ``weight_clean``; ``weight_adv`` is what its weight network gives the adversarial
+    margin. For MWN, whose weights come from the adversarial loss, ``weight`` equals
+    ``weight_adv``. During a ``reweight_start_epoch`` warm-up all three are 1, as in
+    training. The file also holds the Definition 2.2 margins and the predicted classes of
+    the clean and the adversarial inputs.
+
+    The file is rewritten after each recorded epoch; a run resumed by ``BackupAndRestore``
+    (same ``filepath``, same probe set) continues it: an epoch recorded again replaces its
+    earlier record, the others are kept.
+
+    File contents: ``epoch`` (epochs, 0-based), ``y`` (n,), ``index`` (n,: the ``index``
+    given, else ``arange(n)``), and ``WEIGHT_HISTORY_KEYS`` of shape (epochs, n).
+
+    Args:
+        x: Probe inputs, shape (n, ...) (a few hundred training points).
+        y: Their integer labels, shape (n,).
+        filepath: The ``.npz`` file to write.
+        every: Record every this many epochs (and after the last epoch).
+        index: Optional indices of the probe points in their dataset, stored for reference.
+        batch_size: Points attacked at once (the normalisation is over all n).
+        seed: Seed of the probe attack's random start.
+
+    Example:
+    ```python
+    history = keras_mwat.callbacks.WeightHistory(data.x_train[:500], data.y_train[:500],
+                                                 "weight_history.npz")
+    model.fit(train_ds, epochs=5, callbacks=[history])
+    record = numpy.load("weight_history.npz")
+    record["weight_adv"].shape      # (5, 500)
+    ```
+    """
+
+    def __init__(self, x, y, filepath, every: int = 1, index=None, batch_size: int = 256,
+                 seed: int = 0):
+        super().__init__()
+        import numpy as np
+
+        self.x = np.asarray(x)
+        self.y = np.asarray(y)
+        if self.y.ndim == 2:  # one-hot
+            self.y = self.y.argmax(axis=1)
+        self.y = self.y.astype(np.int64).reshape(-1)
+        if len(self.x) != len(self.y) or len(self.y) == 0:
+            raise ValueError(f"`x` and `y` must hold the same number (>= 1) of points, got "
+                             f"x of shape {self.x.shape} and y of shape {self.y.shape}.")
+        self.filepath = Path(filepath)
+        self.every = check_int(every, "every", minimum=1)
+        self.index = (np.arange(len(self.y)) if index is None
+                      else np.asarray(index, dtype=np.int64).reshape(-1))
+        if self.index.shape != self.y.shape:
+            raise ValueError(f"`index` must hold one index per point ({len(self.y)}), got "
+                             f"shape {self.index.shape}.")
+        self.batch_size = check_int(batch_size, "batch_size", minimum=1)
+        self.seed = check_int(seed, "seed", minimum=0)
+        self._generator = None
+        self._initial_state = None
+        self.records: dict[str, list] = {}
+
+    def _probe_generator(self):
+        """A generator of its own, reset to the same state before every record."""
+        if self._generator is None:
+            self._generator = keras.random.SeedGenerator(self.seed)
+            self._initial_state = self._generator.state.numpy().copy()
+        self._generator.state.assign(self._initial_state)
+        return self._generator
+
+    def _raw_weights(self, step):
+        """Unnormalised weights of a step (None for uniform), as ``inspect_weights``."""
+        model = self.model
+        if model.needs_natural_logits:
+            step.logits_natural = step.logits_clean
+        step.weighted_loss, step.unweighted_loss = model.sample_losses(step)
+        return model.current_weights(step)
+
+    def _batch(self, x, y, generator) -> dict:
+        import tensorflow as tf
+
+        from keras_mwat import margins
+        from keras_mwat.methods.base import TrainingStep
+
+        model = self.model
+        x = tf.convert_to_tensor(x)
+        y = tf.convert_to_tensor(y, dtype=tf.int32)
+        logits_clean = model.classifier(x, training=False)
+        x_adv = tf.stop_gradient(model.attack.perturb(
+            model.classifier_fn(training=False), x, y, seed=generator,
+            loss_fn=model.attack_loss(x, y, logits_clean),
+            strength=tf.convert_to_tensor(model.attack_strength),
+            init=model.objective.attack_init))
+        logits_adv = model.classifier(x_adv, training=False)
+        steps = {
+            "weight": TrainingStep(x=x, y=y, x_adv=x_adv, logits_clean=logits_clean,
+                                   logits_adv=logits_adv),
+            "weight_clean": TrainingStep(x=x, y=y, x_adv=x, logits_clean=logits_clean,
+                                         logits_adv=logits_clean),
+            "weight_adv": TrainingStep(x=x_adv, y=y, x_adv=x_adv, logits_clean=logits_adv,
+                                       logits_adv=logits_adv),
+        }
+        out = {name: self._raw_weights(step) for name, step in steps.items()}
+        out["margin_clean"] = margins.probability_margin(y, logits_clean)
+        out["margin_adv"] = margins.probability_margin(y, logits_adv)
+        out["pred_clean"] = tf.argmax(logits_clean, axis=1)
+        out["pred_adv"] = tf.argmax(logits_adv, axis=1)
+        return out
+
+    def weights_now(self) -> dict:
+        """The record of the model as it is now: ``WEIGHT_HISTORY_KEYS`` arrays of shape (n,).
+
+        Returns:
+            A dict of NumPy arrays (weights normalised to mean 1 over the probe set).
+
+        Example:
+        ```python
+        history.set_model(model)
+        history.weights_now()["weight_adv"]
+        ```
+        """
+        import numpy as np
+
+        from keras_mwat import weighting
+
+        model = self.model
+        generator = self._probe_generator()
+        parts: dict[str, list] = {}
+        for start in range(0, len(self.y), self.batch_size):
+            stop = start + self.batch_size
+            for key, value in self._batch(self.x[start:stop], self.y[start:stop],
+                                          generator).items():
+                parts.setdefault(key, []).append(None if value is None else np.asarray(value))
+        warm_up = int(model.epoch.numpy()) < getattr(model, "reweight_start_epoch", 0)
+        mode = model.weight_normalization_mode()
+        mode = "mean" if mode == "sum" else mode  # on the mean-1 scale, as inspect_weights
+        record = {}
+        for key in WEIGHT_HISTORY_KEYS:
+            if key.startswith("weight"):
+                if warm_up or any(part is None for part in parts[key]):
+                    record[key] = np.ones(len(self.y), np.float32)
+                else:
+                    raw = np.concatenate(parts[key]).astype(np.float32)
+                    record[key] = np.asarray(weighting.normalize(raw, mode))
+            else:
+                record[key] = np.concatenate(parts[key])
+        return record
+
+    def on_train_begin(self, logs=None):
+        """Reads an earlier file of this probe set (a resumed run) to continue it."""
+        import numpy as np
+
+        self.records = {}
+        if not self.filepath.exists():
+            return
+        with np.load(self.filepath) as saved:
+            if not np.array_equal(saved["y"], self.y) or not np.array_equal(saved["index"],
+                                                                             self.index):
+                raise ValueError(
+                    f"WeightHistory: {self.filepath} holds another probe set "
+                    f"({len(saved['y'])} points) than this one ({len(self.y)}): pass "
+                    "another `filepath` or delete the file.")
+            for i, epoch in enumerate(saved["epoch"]):
+                self.records[int(epoch)] = {key: saved[key][i] for key in WEIGHT_HISTORY_KEYS}
+
+    def on_epoch_end(self, epoch, logs=None):
+        last = self.params.get("epochs") if self.params else None
+        if (epoch + 1) % self.every and epoch + 1 != last:
+            return
+        self.records[int(epoch)] = self.weights_now()
+        self._write()
+
+    def _write(self) -> None:
+        import os
+
+        import numpy as np
+
+        epochs = sorted(self.records)
+        arrays = {key: np.stack([self.records[e][key] for e in epochs])
+                  for key in WEIGHT_HISTORY_KEYS}
+        self.filepath.parent.mkdir(parents=True, exist_ok=True)
+        partial = self.filepath.with_name(self.filepath.name + ".partial.npz")
+        np.savez(partial, epoch=np.asarray(epochs, np.int64), y=self.y, index=self.index,
+                 **arrays)
+        os.replace(partial, self.filepath)

@@ -347,7 +347,8 @@ def build_parser() -> argparse.ArgumentParser:
     tune.add_argument("--seed", type=int, default=0)
     figures = commands.add_parser(
         "figures", help="draw the figures of a compare run (weights vs margin, per-class "
-                        "weights, accuracy scatter, training curves)")
+                        "weights and adversarial confusion, lowest/highest-weighted images, "
+                        "weights over the epochs, accuracy scatter, training curves)")
     figures.add_argument("--results", type=Path, required=True,
                          help="a `keras-mwat compare` run directory")
     figures.add_argument("--out", type=Path, default=Path("docs/img"),
@@ -357,6 +358,13 @@ def build_parser() -> argparse.ArgumentParser:
     figures.add_argument("--n", type=_positive_int, default=500,
                          help="test points to inspect the weights on")
     figures.add_argument("--seed", type=int, default=0)
+    figures.add_argument("--dataset", choices=("embedded", "fashion_mnist"), default="embedded",
+                         help="the run's data, whose test and training images the weights "
+                              "are inspected on: 'embedded' or 'fashion_mnist' (read from "
+                              "--data-dir, default Debian's /usr/share/datasets/fashion-mnist)")
+    figures.add_argument("--data-dir", default=None, help="Fashion-MNIST's folder")
+    figures.add_argument("--k", type=_positive_int, default=8,
+                         help="images per row of the lowest/highest-weighted grid")
     return parser
 
 
@@ -603,6 +611,17 @@ def _fit(method: str, args, data, train_attack, directory: Path, extra_callbacks
         callbacks.append(km.callbacks.EpsilonWarmup(epochs=args.eps_warmup_epochs))
     # A run stuck at chance is said so, with the likely cause and the fix.
     callbacks.append(km.callbacks.CollapseMonitor())
+    if isinstance(model, km.MWATModel) and getattr(data, "x_train", None) is not None:
+        # Learned weights: those of a fixed probe of 500 training points (the same for every
+        # seed and method) after every epoch, for `keras-mwat figures` (weights_over_epochs).
+        # Its own attack seed: training draws the same numbers with or without it.
+        import numpy as np
+
+        probe = np.sort(np.random.default_rng(0).choice(
+            len(data.y_train), min(500, len(data.y_train)), replace=False))
+        callbacks.insert(len(extra_callbacks), km.callbacks.WeightHistory(
+            data.x_train[probe], data.y_train[probe], directory / "weight_history.npz",
+            index=probe))
     train_data = data.train_dataset(batch_size=args.batch_size, seed=args.seed)
     if recipe is not None:
         train_data = recipe.prepare(train_data, seed=args.seed)
@@ -1055,7 +1074,8 @@ def figures(args: argparse.Namespace):
     from keras_mwat import figures as figures_module
 
     return figures_module.run(args.results, args.out, model_path=args.model, n=args.n,
-                              seed=args.seed)
+                              seed=args.seed, dataset=args.dataset, data_dir=args.data_dir,
+                              k=args.k)
 
 
 def tune(args: argparse.Namespace):

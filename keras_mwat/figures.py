@@ -1,16 +1,21 @@
 """Figures of a ``keras-mwat compare`` run: what MWAT learned, and how the methods compare.
 
-Four pictures (issue 8), drawn with matplotlib's Agg canvas (no display needed):
+Seven pictures (issues 8 and 15), drawn with matplotlib's Agg canvas (no display needed):
 
 * ``weight_vs_margin``: the learned weight against the Definition 2.2 margin on the model's
   own adversarial examples, next to MAIL's, WMMR's and GAIRAT's fixed weightings;
 * ``class_mean_weights``: the mean learned weight per class;
+* ``class_weight_distributions``: the weights of each class's points next to the
+  adversarial confusion matrix (the paper's per-class figure);
+* ``weight_extremes_grid``: the lowest- and highest-weighted training images;
+* ``weights_over_epochs``: the weights of a fixed probe set over training, for clean and
+  adversarial inputs (from ``km.callbacks.WeightHistory``);
 * ``accuracy_scatter``: clean against worst-case robust accuracy, one point per method;
 * ``training_curves``: robust accuracy and loss per epoch, per method.
 
 Every plotting function returns ``(figure, data)``: the ``matplotlib.figure.Figure`` and a
 dict of the NumPy arrays it plotted, so the numbers behind a picture can be checked.
-``make_figures`` writes all four PNGs from a results directory; ``run`` is the command-line
+``make_figures`` writes the PNGs from a results directory; ``run`` is the command-line
 entry point. The peers' weightings come from ``keras_mwat.weighting`` (one implementation
 of each formula) and their parameters default to those of the method classes.
 
@@ -50,17 +55,24 @@ __all__ = [
     "accuracy_scatter",
     "binned_mean",
     "class_mean_weights",
+    "class_weight_distributions",
+    "confusion_matrix",
     "inspect_with_kappa",
     "load_rows",
+    "load_weight_history",
     "logits_with_margin",
     "make_figures",
     "run",
     "training_curves",
+    "weight_extremes_grid",
     "weight_vs_margin",
+    "weights_over_epochs",
 ]
 
 #: File names (without ``.png``) that ``make_figures`` writes.
-FIGURE_NAMES = ("weight_vs_margin", "class_mean_weights", "accuracy_scatter", "training_curves")
+FIGURE_NAMES = ("weight_vs_margin", "class_mean_weights", "class_weight_distributions",
+                "weight_extremes_grid", "weights_over_epochs", "accuracy_scatter",
+                "training_curves")
 
 # A fixed colour and marker per method, the same in every figure.
 _METHOD_ORDER = ("mwat", "pgd_at", "trades", "mart", "mail", "gairat", "wmmr", "mwn")
@@ -184,16 +196,34 @@ def binned_mean(values, weights, edges) -> tuple[np.ndarray, np.ndarray, np.ndar
 
 
 # ------------------------------------------------------------- what MWAT learned
+def _rerun_attack(model, x, labels, generator, state, with_kappa: bool):
+    """The model's training attack of ``(x, labels)`` from generator ``state``:
+    (adversarial logits, kappa or None), as ``inspect_weights`` runs it."""
+    import tensorflow as tf
+
+    generator.state.assign(state)
+    inputs = tf.convert_to_tensor(x)
+    logits_clean = model.classifier(inputs, training=False)
+    result = model.attack.perturb(
+        model.classifier_fn(training=False), inputs, labels, seed=generator,
+        loss_fn=model.attack_loss(inputs, labels, logits_clean), return_kappa=with_kappa,
+        strength=tf.convert_to_tensor(model.attack_strength), init=model.objective.attack_init)
+    x_adv, kappa = result if with_kappa else (result, None)
+    return model.classifier(x_adv, training=False), kappa
+
+
 def inspect_with_kappa(model, x, y) -> dict[str, Any]:
-    """``model.inspect_weights(x, y)`` plus GAIRAT's kappa of the same adversarial examples.
+    """``model.inspect_weights(x, y)`` plus the adversarial predictions and GAIRAT's kappa.
 
     ``inspect_weights`` runs the model's training attack and returns ``margin``
     (Definition 2.2 on the adversarial logits), ``weight`` (normalised over the points, as in
-    training) and ``y``. To get each point's kappa (number of attack iterates classified
-    correctly), the attack is run a second time from the same state of its random
-    generator, with ``return_kappa=True``; the margins of that run are checked to equal
-    those of ``inspect_weights``, so ``kappa[i]`` belongs to the very adversarial example
-    behind ``margin[i]``. The generator is left as ``inspect_weights`` alone would leave it.
+    training) and ``y``. To get each point's predicted class on its adversarial example and
+    its kappa (number of attack iterates classified correctly), the attack is run a second
+    time from the same state of its random generator (with ``return_kappa=True`` when the
+    attack counts kappa); the margins of that run are checked to equal those of
+    ``inspect_weights``, so ``prediction[i]`` and ``kappa[i]`` belong to the very adversarial
+    example behind ``margin[i]``. The generator is left as ``inspect_weights`` alone would
+    leave it.
 
     Args:
         model: A ``keras_mwat`` training model (``AdversarialTrainingModel``).
@@ -201,14 +231,16 @@ def inspect_with_kappa(model, x, y) -> dict[str, Any]:
         y: Integer labels (n,) or one-hot labels (n, K).
 
     Returns:
-        A dict of NumPy arrays ``margin``, ``weight``, ``y`` and ``kappa`` (int, (n,); None
-        when the attack has no ``num_steps`` or cannot count kappa, e.g. APGD), and
-        ``num_steps`` (the attack's K, or None).
+        A dict of NumPy arrays ``margin``, ``weight``, ``y``, ``prediction`` (int, (n,): the
+        class predicted on each adversarial example; None if the second run did not
+        reproduce the first), ``kappa`` (int, (n,); None when the attack has no
+        ``num_steps`` or cannot count kappa, e.g. APGD), and ``num_steps`` (the attack's K,
+        or None).
 
     Example:
     ```python
     info = inspect_with_kappa(model, x_test[:500], y_test[:500])
-    info["margin"], info["weight"], info["kappa"]
+    info["margin"], info["weight"], info["prediction"], info["kappa"]
     ```
     """
     import tensorflow as tf
@@ -219,31 +251,34 @@ def inspect_with_kappa(model, x, y) -> dict[str, Any]:
     num_steps = getattr(model.attack, "num_steps", None)
     inspected["num_steps"] = None if num_steps is None else int(num_steps)
     inspected["kappa"] = None
-    if num_steps is None:
-        return inspected
+    inspected["prediction"] = None
     after = np.array(generator.state.numpy())
-    generator.state.assign(before)
+    labels = tf.convert_to_tensor(inspected["y"], dtype=tf.int32)
     try:
-        inputs = tf.convert_to_tensor(x)
-        labels = tf.convert_to_tensor(inspected["y"], dtype=tf.int32)
-        logits_clean = model.classifier(inputs, training=False)
-        x_adv, kappa = model.attack.perturb(
-            model.classifier_fn(training=False), inputs, labels, seed=generator,
-            loss_fn=model.attack_loss(inputs, labels, logits_clean), return_kappa=True,
-            strength=tf.convert_to_tensor(model.attack_strength),
-            init=model.objective.attack_init)
-        margin = _numpy(margins.probability_margin(labels, model.classifier(x_adv,
-                                                                            training=False)))
+        try:
+            logits_adv, kappa = _rerun_attack(model, x, labels, generator, before,
+                                              with_kappa=num_steps is not None)
+        except (ValueError, TypeError, NotImplementedError) as error:
+            if num_steps is None:
+                raise
+            print(f"figures: no kappa from {type(model.attack).__name__} ({error})")
+            logits_adv, kappa = _rerun_attack(model, x, labels, generator, before,
+                                              with_kappa=False)
+        margin = _numpy(margins.probability_margin(labels, logits_adv))
     except (ValueError, TypeError, NotImplementedError) as error:
-        print(f"figures: no kappa from {type(model.attack).__name__} ({error})")
+        print(f"figures: no adversarial predictions from {type(model.attack).__name__} "
+              f"({error})")
         return inspected
     finally:
         generator.state.assign(after)
     if np.allclose(margin, inspected["margin"], atol=1e-5):
-        inspected["kappa"] = _numpy(kappa).astype(np.int64)
+        inspected["prediction"] = _numpy(tf.argmax(logits_adv, axis=1)).astype(np.int64)
+        if kappa is not None:
+            inspected["kappa"] = _numpy(kappa).astype(np.int64)
     else:
-        print("figures: the kappa run did not reproduce the inspected adversarial examples; "
-              "GAIRAT is drawn on its own kappa axis only")
+        print("figures: the second attack run did not reproduce the inspected adversarial "
+              "examples; no adversarial predictions, and GAIRAT is drawn on its own kappa "
+              "axis only")
     return inspected
 
 
@@ -473,6 +508,375 @@ def class_mean_weights(
                     "weight": weight, "y": labels, "caption": caption}
 
 
+def confusion_matrix(y, prediction, num_classes: int) -> np.ndarray:
+    """Counts of (true class, predicted class) pairs.
+
+    Args:
+        y: True classes, int, shape (n,).
+        prediction: Predicted classes, int, shape (n,).
+        num_classes: K; the matrix is K x K.
+
+    Returns:
+        int64 array of shape (K, K): entry ``[i, j]`` counts the points of class ``i``
+        predicted as ``j``.
+
+    Example:
+    ```python
+    confusion_matrix([0, 0, 1], [0, 1, 1], 2)   # [[1, 1], [0, 1]]
+    ```
+    """
+    import keras_mwat as km
+
+    num_classes = km.validation.check_int(num_classes, "num_classes", minimum=1)
+    y = np.asarray(y, dtype=np.int64).reshape(-1)
+    prediction = np.asarray(prediction, dtype=np.int64).reshape(-1)
+    if y.shape != prediction.shape:
+        raise ValueError(f"`y` and `prediction` must have the same length, got {len(y)} and "
+                         f"{len(prediction)}.")
+    for name, values in (("y", y), ("prediction", prediction)):
+        if len(values) and (values.min() < 0 or values.max() >= num_classes):
+            raise ValueError(f"`{name}` must hold classes in [0, {num_classes}), got values "
+                             f"from {values.min()} to {values.max()}.")
+    return np.bincount(y * num_classes + prediction,
+                       minlength=num_classes * num_classes).reshape(num_classes, num_classes)
+
+
+def _class_labels(classes, class_names: Sequence[str] | None) -> list[str]:
+    if class_names:
+        return [str(class_names[c]) for c in classes]
+    return [str(c) for c in classes]
+
+
+def _inspected_arrays(model, x, y, inspected) -> tuple[dict[str, Any], np.ndarray, np.ndarray]:
+    """``inspected`` (computed with predictions when None), its weights and labels."""
+    info = inspect_with_kappa(model, x, y) if inspected is None else inspected
+    return (info, np.asarray(info["weight"], dtype=np.float64),
+            np.asarray(info["y"]).astype(np.int64))
+
+
+def class_weight_distributions(
+    model,
+    x,
+    y,
+    *,
+    inspected: dict[str, Any] | None = None,
+    class_names: Sequence[str] | None = None,
+) -> tuple[Figure, dict[str, Any]]:
+    """Per class, the distribution of the learned weights, next to the adversarial confusion.
+
+    Left panel: for each true class, a box plot (quartiles, whiskers at 1.5 IQR) of the
+    weights the model gives its points, with the points themselves jittered on top, on the
+    scale of ``model.inspect_weights`` (normalised over all points, a uniform weight is 1).
+    Right panel: the confusion matrix of the model on its own training attack's adversarial
+    examples of the same points, true class against predicted class, each row normalised
+    to sum 1 (the diagonal is the class's robust accuracy). ``data`` also holds the
+    correlation over classes between the mean weight and the adversarial error rate
+    (1 - diagonal): positive when the weights favour the classes the attack wins on.
+
+    Args:
+        model: A trained ``keras_mwat`` model.
+        x: Inputs, shape (n, ...).
+        y: Integer labels (n,) or one-hot labels (n, K).
+        inspected: ``inspect_with_kappa(model, x, y)`` to reuse (it needs ``prediction``);
+            computed when None.
+        class_names: Names of the classes (default their indices).
+
+    Returns:
+        ``(figure, data)``; ``data`` holds ``classes``, ``weight``, ``y``, ``prediction``,
+        ``count`` (points per class), ``counts`` (confusion counts, (K, K)),
+        ``confusion`` (row-normalised, NaN rows for classes without points),
+        ``class_mean``, ``class_median``, ``class_q25``, ``class_q75`` (NaN for empty
+        classes), ``class_error`` (1 - diagonal), ``weight_error_correlation`` (Pearson,
+        over classes with points; NaN if undefined) and ``caption``.
+
+    Example:
+    ```python
+    figure, data = class_weight_distributions(model, x_test[:500], y_test[:500])
+    data["confusion"][3, 5]     # fraction of class 3 attacked into class 5
+    ```
+    """
+    info, weight, labels = _inspected_arrays(model, x, y, inspected)
+    if info.get("prediction") is None:
+        raise ValueError("`inspected` has no adversarial 'prediction': pass the result of "
+                         "inspect_with_kappa (or None to compute it).")
+    prediction = np.asarray(info["prediction"]).astype(np.int64)
+    num_classes = int(getattr(model, "num_classes", 0) or max(labels.max(), prediction.max())
+                      + 1)
+    classes = np.arange(num_classes)
+    counts = confusion_matrix(labels, prediction, num_classes)
+    count = counts.sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        confusion = counts / count[:, None]
+    stats = {name: np.full(num_classes, np.nan) for name in ("mean", "median", "q25", "q75")}
+    for label in classes:
+        chosen = weight[labels == label]
+        if len(chosen):
+            stats["mean"][label] = chosen.mean()
+            stats["q25"][label], stats["median"][label], stats["q75"][label] = np.quantile(
+                chosen, [0.25, 0.5, 0.75])
+    error = 1.0 - np.diag(confusion)
+    present = count > 0
+    correlation = np.nan
+    if present.sum() > 2 and np.std(stats["mean"][present]) > 0 and np.std(error[present]) > 0:
+        correlation = float(np.corrcoef(stats["mean"][present], error[present])[0, 1])
+
+    name = type(model).__name__
+    names = _class_labels(classes, class_names)
+    figure = _new_figure(12.0, 4.6)
+    left, right = figure.subplots(1, 2, width_ratios=(1.25, 1.0))
+    groups = [weight[labels == c] for c in classes]
+    left.boxplot([g if len(g) else [np.nan] for g in groups], positions=classes, widths=0.6,
+                 showfliers=False, medianprops={"color": "k"},
+                 whiskerprops={"color": "0.4"}, capprops={"color": "0.4"},
+                 boxprops={"color": "0.4"})
+    jitter = np.random.default_rng(0).uniform(-0.22, 0.22, len(weight))
+    left.scatter(labels + jitter, weight, c=[colormaps["tab10"](int(c) % 10) for c in labels],
+                 s=5, alpha=0.45, linewidths=0)
+    left.plot(classes, stats["mean"], "k_", ms=12, mew=1.5, label="class mean")
+    left.axhline(1.0, color="gray", lw=0.6, ls="--", label="uniform weight (1)")
+    left.set_xticks(classes, [f"{n}\n{c} pts" for n, c in zip(names, count)],
+                    fontsize=6.5, rotation=0 if not class_names else 30)
+    left.set(xlim=(-0.6, num_classes - 0.4), ylabel="weight (mean 1 over the points)",
+             title=f"{name}: weights per true class (n = {len(weight)})")
+    left.legend(fontsize=7, loc="upper right")
+
+    image = right.imshow(np.nan_to_num(confusion), cmap="Blues", vmin=0.0, vmax=1.0)
+    for i in classes:
+        for j in classes:
+            if counts[i, j]:
+                value = confusion[i, j]
+                right.text(j, i, f"{value:.2f}".lstrip("0") if value < 1 else "1",
+                           ha="center", va="center", fontsize=6,
+                           color="white" if value > 0.6 else "black")
+    right.set_xticks(classes, names, fontsize=6.5, rotation=90 if class_names else 0)
+    right.set_yticks(classes, names, fontsize=6.5)
+    right.set(xlabel="predicted class on the adversarial example", ylabel="true class",
+              title="adversarial confusion (rows sum to 1)")
+    figure.colorbar(image, ax=right, fraction=0.046, pad=0.02)
+    caption = (
+        f"Left: the weights {name} gives each point (the weights that multiply the loss of "
+        "the point's adversarial example in training, normalised to mean 1 over the "
+        f"{len(weight)} points), per true class: boxes span the quartiles, whiskers 1.5 IQR, "
+        "dots are the points, the dash is the class mean. Right: the model's predictions on "
+        "the same adversarial examples (its own training attack), each row normalised; the "
+        "diagonal is the class's robust accuracy. Correlation over classes between the mean "
+        f"weight and the adversarial error rate (1 - diagonal): {correlation:+.2f}.")
+    _caption(figure, caption, width=170)
+    return figure, {"classes": classes, "weight": weight, "y": labels,
+                    "prediction": prediction, "count": count, "counts": counts,
+                    "confusion": confusion, "class_mean": stats["mean"],
+                    "class_median": stats["median"], "class_q25": stats["q25"],
+                    "class_q75": stats["q75"], "class_error": error,
+                    "weight_error_correlation": correlation, "caption": caption}
+
+
+def weight_extremes_grid(
+    model,
+    x,
+    y,
+    *,
+    k: int = 8,
+    inspected: dict[str, Any] | None = None,
+    class_names: Sequence[str] | None = None,
+) -> tuple[Figure, dict[str, Any]]:
+    """The ``k`` lowest- and ``k`` highest-weighted images, with label, prediction, weight.
+
+    Meant for training images: what the learned reweighting turns down and up. Each image
+    is titled with its true class, the class predicted on its adversarial example (the
+    model's own training attack; red when wrong) and its weight on the
+    ``model.inspect_weights`` scale (mean 1 over the ``n`` points given). Ties are broken
+    by index (a stable sort).
+
+    Args:
+        model: A trained ``keras_mwat`` model.
+        x: Images, shape (n, H, W) or (n, H, W, C) with C = 1 or 3.
+        y: Integer labels (n,) or one-hot labels (n, K).
+        k: Images per row (at most n // 2).
+        inspected: ``inspect_with_kappa(model, x, y)`` to reuse; computed when None.
+        class_names: Names of the classes (default their indices).
+
+    Returns:
+        ``(figure, data)``; ``data`` holds ``lowest`` (indices into ``x`` of the k lowest
+        weights, lowest first), ``highest`` (the k highest, highest first), ``weight``,
+        ``y``, ``prediction`` (or None) and ``caption``.
+
+    Example:
+    ```python
+    figure, data = weight_extremes_grid(model, x_train[:500], y_train[:500], k=8)
+    data["lowest"], data["highest"]
+    ```
+    """
+    import keras_mwat as km
+
+    info, weight, labels = _inspected_arrays(model, x, y, inspected)
+    k = km.validation.check_int(k, "k", minimum=1)
+    if 2 * k > len(weight):
+        raise ValueError(f"`k` must be at most half the number of points ({len(weight)}), "
+                         f"got k={k}.")
+    images = np.asarray(x)
+    if images.ndim == 4 and images.shape[-1] == 1:
+        images = images[..., 0]
+    if images.ndim not in (3, 4) or len(images) != len(weight):
+        raise ValueError(f"`x` must hold {len(weight)} images of shape (H, W), (H, W, 1) or "
+                         f"(H, W, 3), got an array of shape {np.shape(x)}.")
+    prediction = info.get("prediction")
+    lowest = np.argsort(weight, kind="stable")[:k]
+    # Highest first; among equal weights the lower index first (a stable sort of -weight).
+    highest = np.argsort(-weight, kind="stable")[:k]
+
+    name = type(model).__name__
+    figure = _new_figure(1.25 * k + 0.6, 3.5)
+    axes = figure.subplots(2, k, squeeze=False)
+    for row, (indices, title) in enumerate(((lowest, "lowest"), (highest, "highest"))):
+        for column, index in enumerate(indices):
+            ax = axes[row, column]
+            ax.imshow(images[index], cmap="gray" if images.ndim == 3 else None,
+                      vmin=0.0, vmax=1.0, interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            true = _class_labels([labels[index]], class_names)[0]
+            text = f"y {true}"
+            wrong = False
+            if prediction is not None:
+                predicted = _class_labels([prediction[index]], class_names)[0]
+                wrong = int(prediction[index]) != int(labels[index])
+                text += f"\nadv {predicted}"
+            ax.set_title(f"{text}\nw {weight[index]:.2f}", fontsize=6.5,
+                         color="tab:red" if wrong else "black")
+        axes[row, 0].set_ylabel(f"{title} {k}", fontsize=8)
+    figure.suptitle(f"{name}: the {k} lowest- (top) and highest-weighted (bottom) of "
+                    f"{len(weight)} images", fontsize=9)
+    caption = (f"Weights on the inspect_weights scale (mean 1 over the {len(weight)} images). "
+               "y: true class; adv: class predicted on the image's adversarial example "
+               "(the model's own training attack; red when it differs from y).")
+    _caption(figure, caption, width=int(22 * k))
+    return figure, {"lowest": lowest, "highest": highest, "weight": weight, "y": labels,
+                    "prediction": prediction, "caption": caption}
+
+
+def load_weight_history(path: str | Path) -> dict[str, np.ndarray]:
+    """The arrays of a ``km.callbacks.WeightHistory`` file.
+
+    Args:
+        path: The ``.npz`` file (e.g. ``<run>/mwat/seed0/weight_history.npz``).
+
+    Returns:
+        A dict of NumPy arrays (``epoch``, ``y``, ``index`` and
+        ``keras_mwat.callbacks.WEIGHT_HISTORY_KEYS``).
+
+    Example:
+    ```python
+    history = load_weight_history("runs/x/mwat/seed0/weight_history.npz")
+    history["weight_adv"].shape     # (epochs, 500)
+    ```
+    """
+    with np.load(Path(path)) as saved:
+        return {key: saved[key] for key in saved.files}
+
+
+def _quantiles(values: np.ndarray, chosen: np.ndarray, q) -> np.ndarray:
+    """Quantiles ``q`` of each row of ``values`` over its ``chosen`` entries (NaN if none)."""
+    out = np.full((len(values), len(q)), np.nan)
+    for row, (v, c) in enumerate(zip(values, chosen)):
+        if c.any():
+            out[row] = np.quantile(v[c], q)
+    return out
+
+
+def weights_over_epochs(history: dict[str, np.ndarray] | str | Path,
+                        *, quantiles: tuple[float, float] = (0.25, 0.75),
+                        ) -> tuple[Figure, dict[str, Any]]:
+    """The learned weights of a fixed probe set over the epochs, for clean and adversarial inputs.
+
+    From a ``km.callbacks.WeightHistory`` record: left, the weight the method's weight
+    function gives each clean input; right, the weight it gives each input's adversarial
+    example (see ``WeightHistory`` for the exact meaning). In each panel the points are
+    grouped by whether the model classified that input correctly at that epoch (clean
+    predictions on the left, adversarial ones on the right): median per group and epoch,
+    with the ``quantiles`` band, and the median of all points. The grouping asks the
+    question the reweighting is about: does the weight move to the points the model gets
+    wrong, and when? (The per-class view is ``class_weight_distributions``.)
+
+    Args:
+        history: A ``WeightHistory`` file or ``load_weight_history``'s dict.
+        quantiles: Lower and upper quantile of the bands.
+
+    Returns:
+        ``(figure, data)``; ``data["epoch"]`` (1-based), and for ``"clean"`` and
+        ``"adv"``: a dict with ``median``, ``low``, ``high`` (per group "correct",
+        "wrong", "all": arrays of shape (epochs,)), ``count`` (per group) and
+        ``accuracy`` (fraction correct per epoch); ``training_is`` ("clean", "adv" or
+        None: which input's weights equal training's); ``caption``.
+
+    Example:
+    ```python
+    figure, data = weights_over_epochs("runs/x/mwat/seed0/weight_history.npz")
+    data["adv"]["median"]["wrong"]
+    ```
+    """
+    if not isinstance(history, dict):
+        history = load_weight_history(history)
+    low_q, high_q = (float(q) for q in quantiles)
+    if not 0.0 <= low_q < high_q <= 1.0:
+        raise ValueError(f"`quantiles` must be (low, high) with 0 <= low < high <= 1, got "
+                         f"{quantiles!r}.")
+    labels = np.asarray(history["y"]).astype(np.int64)
+    epoch = np.asarray(history["epoch"]).astype(np.int64) + 1
+    data: dict[str, Any] = {"epoch": epoch, "quantiles": (low_q, high_q)}
+    for kind in ("clean", "adv"):
+        weight = np.asarray(history[f"weight_{kind}"], dtype=np.float64)
+        correct = np.asarray(history[f"pred_{kind}"]) == labels[None, :]
+        groups = {"correct": correct, "wrong": ~correct, "all": np.ones_like(correct)}
+        entry: dict[str, Any] = {"median": {}, "low": {}, "high": {}, "count": {}}
+        for group, chosen in groups.items():
+            values = _quantiles(weight, chosen, [0.5, low_q, high_q])
+            entry["median"][group], entry["low"][group], entry["high"][group] = values.T
+            entry["count"][group] = chosen.sum(axis=1)
+        entry["accuracy"] = correct.mean(axis=1)
+        data[kind] = entry
+    training = np.asarray(history["weight"], dtype=np.float64)
+    data["training_is"] = next(
+        (kind for kind in ("clean", "adv")
+         if np.allclose(training, history[f"weight_{kind}"], rtol=1e-4, atol=1e-6)), None)
+
+    figure = _new_figure(11.0, 4.0)
+    axes = figure.subplots(1, 2, sharey=True)
+    colours = {"correct": "tab:blue", "wrong": "tab:red", "all": "k"}
+    titles = {"clean": "clean inputs", "adv": "adversarial examples"}
+    for ax, kind in zip(axes, ("clean", "adv")):
+        entry = data[kind]
+        for group in ("correct", "wrong"):
+            ax.fill_between(epoch, entry["low"][group], entry["high"][group],
+                            color=colours[group], alpha=0.15, lw=0)
+            ax.plot(epoch, entry["median"][group], "-o", color=colours[group], ms=3,
+                    label=f"{'correctly' if group == 'correct' else 'wrongly'} classified "
+                          f"(last epoch: {entry['count'][group][-1]})")
+        ax.plot(epoch, entry["median"]["all"], "--", color="k", lw=1, label="all points")
+        ax.axhline(1.0, color="gray", lw=0.5)
+        suffix = " = training's weights" if data["training_is"] == kind else ""
+        ax.set(xlabel="epoch", title=f"{titles[kind]}{suffix}")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+        twin = ax.twinx()
+        twin.plot(epoch, entry["accuracy"], ":", color="0.5", lw=1)
+        twin.set_ylim(0, 1)
+        twin.set_ylabel("accuracy on the probe (dotted)", fontsize=7, color="0.4")
+        twin.tick_params(labelsize=6, colors="0.4")
+    axes[0].set_ylabel("weight (mean 1 over the probe set)")
+    caption = (
+        f"The weights of a fixed probe of {len(labels)} training points after each epoch "
+        "(km.callbacks.WeightHistory; its own attack seed, the same every epoch; mean 1 over "
+        "the probe at each epoch). Left: the weight of each clean input; right: that of its "
+        "adversarial example (the model's training attack at that epoch), both from the "
+        "method's weight function. Points grouped by whether the model classified them "
+        f"correctly at that epoch: median and {low_q:g}-{high_q:g} quantile band; dashed: "
+        "median of all points; dotted (right axis): accuracy on the probe.")
+    _caption(figure, caption)
+    data["caption"] = caption
+    return figure, data
+
+
 # ------------------------------------------------------------ comparing methods
 def accuracy_scatter(
     rows: Sequence[dict], *, checkpoint: str = "last"
@@ -663,13 +1067,29 @@ def load_rows(results_dir: str | Path) -> list[dict]:
 
 
 def _save(figure: Figure, path: Path) -> Path:
-    figure.savefig(path, dpi=_DPI, bbox_inches="tight")
+    """Writes ``figure`` as a PNG with a 256-colour palette (a third of the RGBA size; the
+    figures are flat colours on white, so they look the same)."""
+    import io
+
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=_DPI, bbox_inches="tight", facecolor="white")
+    buffer.seek(0)
+    try:
+        from PIL import Image  # a dependency of matplotlib
+    except ImportError:  # pragma: no cover
+        path.write_bytes(buffer.getvalue())
+        return path
+    with Image.open(buffer) as image:
+        image.convert("RGB").quantize(256, method=Image.Quantize.MEDIANCUT).save(
+            path, format="PNG", optimize=True)
     return path
 
 
 #: The meta set ``keras-mwat compare`` holds out of the embedded data (its
 #: ``EMBEDDED_META_SIZE``, drawn with seed 0).
 COMPARE_META_SIZE = 500
+#: The meta set ``keras-mwat compare`` holds out of a full dataset (its ``META_SIZE``).
+FULL_META_SIZE = 1000
 
 
 def _needs_meta_set(model) -> bool:
@@ -682,6 +1102,33 @@ def _needs_meta_set(model) -> bool:
             and not getattr(model, "has_meta_set", True))
 
 
+def _load_dataset(dataset: str, data_dir: str | Path | None):
+    """The dataset of a compare run, split as ``keras-mwat compare`` splits it."""
+    import keras_mwat as km
+
+    if dataset == "embedded":
+        return km.data.load_embedded(seed=0), COMPARE_META_SIZE
+    if dataset == "fashion_mnist":
+        # compare's split: 1,000 stratified validation images (seed 0), then a meta set.
+        return (km.data.load_fashion_mnist(path=data_dir, validation_size=1000, seed=0),
+                FULL_META_SIZE)
+    raise ValueError(f"`dataset` must be 'embedded' or 'fashion_mnist', got {dataset!r}.")
+
+
+def _subset(x, y, n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """A fixed random subset of ``n`` points (in their order), or all of them."""
+    x, y = np.asarray(x), np.asarray(y)
+    if n < len(x):
+        keep = np.sort(np.random.default_rng(seed).choice(len(x), n, replace=False))
+        x, y = x[keep], y[keep]
+    return x, y
+
+
+#: The figures drawn from a saved MWAT model (the others come from the run's results).
+MODEL_FIGURES = ("weight_vs_margin", "class_mean_weights", "class_weight_distributions",
+                 "weight_extremes_grid")
+
+
 def make_figures(
     results_dir: str | Path,
     out_dir: str | Path,
@@ -690,32 +1137,53 @@ def make_figures(
     n: int = 500,
     seed: int = 0,
     meta_data: tuple[Any, Any] | None = None,
+    train_data: tuple[Any, Any] | None = None,
+    dataset: str = "embedded",
+    data_dir: str | Path | None = None,
+    k: int = 8,
 ) -> list[Path]:
     """Writes the figures of a compare run as PNGs; skips those whose inputs are missing.
 
-    ``accuracy_scatter.png`` and ``training_curves.png`` come from every ``result.json``
-    under ``results_dir``; ``weight_vs_margin.png`` and ``class_mean_weights.png`` from the
-    model at ``model_path`` (default ``results_dir/mwat/seed0/model.keras``, else that of the
-    first MWAT variant ``results_dir/mwat+.../seed0``) on ``n`` points
-    of ``data``. A skipped figure is reported with a printed note.
+    * ``accuracy_scatter.png`` and ``training_curves.png`` from every ``result.json`` under
+      ``results_dir``;
+    * ``weight_vs_margin.png``, ``class_mean_weights.png`` and
+      ``class_weight_distributions.png`` from the model at ``model_path`` (default
+      ``results_dir/mwat/seed0/model.keras``, else that of the first MWAT variant
+      ``results_dir/mwat+.../seed0``) on ``n`` points of ``data`` (the test split);
+    * ``weight_extremes_grid.png`` from the same model on ``n`` points of ``train_data``
+      (the training split);
+    * ``weights_over_epochs.png`` from ``weight_history.npz`` beside that model (written
+      by ``keras-mwat compare``/``train`` for the methods with learned weights).
+
+    A skipped figure is reported with a printed note.
 
     A saved model does not carry its held-out meta set. MWAT (BiLAW) does not need it to
     show its weights (the weight network is saved); the non-parametric variant
     (``MWATNonParametricModel``) computes its weights from the meta gradient, so it gets
     ``meta_data``, or by default, with the default ``data``, the meta set that
-    ``keras-mwat compare`` holds out of the embedded data (500 training digits, seed 0).
+    ``keras-mwat compare`` holds out of ``dataset`` (500 training digits of the embedded
+    data, 1,000 Fashion-MNIST images; seed 0).
 
     Args:
         results_dir: A ``keras-mwat compare`` run directory.
         out_dir: Where to write the PNGs (created if needed).
         model_path: A saved ``.keras`` training model (default: MWAT, seed 0, of the run).
-        data: ``(x, y)`` to inspect the weights on (default: the embedded test split,
-            ``keras_mwat.data.load_embedded().test``).
-        n: Number of points of ``data`` to use (a fixed random subset when fewer than all).
-        seed: Seed of the subset and of the inspection attack's random start
+        data: ``(x, y)`` to inspect the weights on (default: the test split of
+            ``dataset``).
+        n: Number of points of ``data`` and of ``train_data`` to use (a fixed random subset
+            when fewer than all).
+        seed: Seed of the subsets and of the inspection attack's random start
             (``keras.utils.set_random_seed`` before loading the model).
         meta_data: ``(x, y)`` meta set for a model whose weights need one to be computed
             (the non-parametric variant); unused by the others.
+        train_data: ``(x, y)`` training images for the extremes grid (default: the training
+            split ``keras-mwat compare`` trains MWAT on: ``dataset``'s, without the meta
+            set).
+        dataset: The run's data, for the defaults of ``data``, ``train_data`` and
+            ``meta_data``: "embedded" or "fashion_mnist" (``km.data.load_fashion_mnist``,
+            read from ``data_dir``, default Debian's folder).
+        data_dir: Fashion-MNIST's folder (None: ``/usr/share/datasets/fashion-mnist``).
+        k: Images per row of the extremes grid.
 
     Returns:
         The paths written, in the order of ``FIGURE_NAMES``.
@@ -730,9 +1198,18 @@ def make_figures(
     import keras_mwat as km
 
     n = km.validation.check_int(n, "n", minimum=1)
+    k = km.validation.check_int(k, "k", minimum=1)
+    if dataset not in ("embedded", "fashion_mnist"):
+        raise ValueError(f"`dataset` must be 'embedded' or 'fashion_mnist', got {dataset!r}.")
     results_dir, out_dir = Path(results_dir), Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     written: dict[str, Path] = {}
+    loaded: dict[str, Any] = {}
+
+    def splits():
+        if "data" not in loaded:
+            loaded["data"], loaded["meta_size"] = _load_dataset(dataset, data_dir)
+        return loaded["data"]
 
     if model_path is None:
         # MWAT with the defaults, else the first MWAT variant ("mwat+key=value") of the run.
@@ -741,38 +1218,61 @@ def make_figures(
                            if (c / "seed0" / "model.keras").exists()),
                           results_dir / "mwat" / "seed0" / "model.keras")
     model_path = Path(model_path)
+    skipped = ", ".join(MODEL_FIGURES)
     if not model_path.exists():
-        print(f"figures: skipped weight_vs_margin and class_mean_weights (no model at "
-              f"{model_path})")
+        print(f"figures: skipped {skipped} (no model at {model_path})")
     else:
         keras.utils.set_random_seed(seed)
         model = keras.models.load_model(model_path)
         if not hasattr(model, "inspect_weights"):
-            print(f"figures: skipped weight_vs_margin and class_mean_weights ({model_path} "
-                  "is not a keras_mwat training model)")
+            print(f"figures: skipped {skipped} ({model_path} is not a keras_mwat training "
+                  "model)")
         else:
             if _needs_meta_set(model):
                 if meta_data is None and data is None:
-                    meta_data = km.data.load_embedded().with_holdout(
-                        meta=COMPARE_META_SIZE, early_stopping=0, seed=0).meta
+                    meta_data = splits().with_holdout(
+                        meta=loaded["meta_size"], early_stopping=0, seed=0).meta
                 if meta_data is not None:
                     model.set_meta_data(meta_data)
             if _needs_meta_set(model):
-                print(f"figures: skipped weight_vs_margin and class_mean_weights ({model_path} "
-                      "computes its weights from a meta set: pass meta_data)")
+                print(f"figures: skipped {skipped} ({model_path} computes its weights from a "
+                      "meta set: pass meta_data)")
             else:
-                x, y = data if data is not None else km.data.load_embedded().test
-                x, y = np.asarray(x), np.asarray(y)
-                if n < len(x):
-                    keep = np.sort(np.random.default_rng(seed).choice(len(x), n,
-                                                                      replace=False))
-                    x, y = x[keep], y[keep]
+                names = splits().class_names if dataset != "embedded" else None
+                x, y = _subset(*(data if data is not None else splits().test), n, seed)
                 inspected = inspect_with_kappa(model, x, y)
                 figure, _ = weight_vs_margin(model, x, y, inspected=inspected)
                 written["weight_vs_margin"] = _save(figure, out_dir / "weight_vs_margin.png")
                 figure, _ = class_mean_weights(model, x, y, inspected=inspected)
                 written["class_mean_weights"] = _save(figure,
                                                       out_dir / "class_mean_weights.png")
+                if inspected["prediction"] is None:
+                    print("figures: skipped class_weight_distributions (no adversarial "
+                          "predictions)")
+                else:
+                    figure, _ = class_weight_distributions(model, x, y, inspected=inspected,
+                                                           class_names=names)
+                    written["class_weight_distributions"] = _save(
+                        figure, out_dir / "class_weight_distributions.png")
+                if train_data is None:
+                    train_data = splits().with_holdout(
+                        meta=loaded["meta_size"], early_stopping=0, seed=0).train
+                x, y = _subset(*train_data, n, seed)
+                if 2 * k > len(y):
+                    print(f"figures: skipped weight_extremes_grid ({len(y)} training points, "
+                          f"fewer than 2k = {2 * k})")
+                else:
+                    figure, _ = weight_extremes_grid(model, x, y, k=k, class_names=names)
+                    written["weight_extremes_grid"] = _save(
+                        figure, out_dir / "weight_extremes_grid.png")
+
+    history_path = model_path.parent / "weight_history.npz"
+    if not history_path.exists():
+        print(f"figures: skipped weights_over_epochs (no {history_path}: keras-mwat compare "
+              "and train write it for the methods with learned weights)")
+    else:
+        figure, _ = weights_over_epochs(history_path)
+        written["weights_over_epochs"] = _save(figure, out_dir / "weights_over_epochs.png")
 
     rows = load_rows(results_dir)
     if not rows:
@@ -798,15 +1298,21 @@ def run(
     model_path: str | Path | None = None,
     n: int = 500,
     seed: int = 0,
+    dataset: str = "embedded",
+    data_dir: str | Path | None = None,
+    k: int = 8,
 ) -> list[Path]:
-    """``keras-mwat figures``: ``make_figures`` on the embedded test split; prints the paths.
+    """``keras-mwat figures``: ``make_figures`` on the run's data; prints the paths.
 
     Args:
         results_dir: A ``keras-mwat compare`` run directory.
         out_dir: Where to write the PNGs.
         model_path: The model to inspect (default ``results_dir/mwat/seed0/model.keras``).
-        n: Number of test points to inspect the weights on.
-        seed: Seed of the subset and of the inspection attack.
+        n: Number of test (and training) points to inspect the weights on.
+        seed: Seed of the subsets and of the inspection attack.
+        dataset: The run's data: "embedded" or "fashion_mnist".
+        data_dir: Fashion-MNIST's folder (default Debian's).
+        k: Images per row of the extremes grid.
 
     Returns:
         The paths written.
@@ -816,7 +1322,8 @@ def run(
     run("runs/20250101-120000", "docs/img")
     ```
     """
-    paths = make_figures(results_dir, out_dir, model_path=model_path, n=n, seed=seed)
+    paths = make_figures(results_dir, out_dir, model_path=model_path, n=n, seed=seed,
+                         dataset=dataset, data_dir=data_dir, k=k)
     for path in paths:
         print(f"wrote {path}")
     if not paths:

@@ -76,7 +76,24 @@ def results_dir(tmp_path, model):
         directory.mkdir(parents=True)
         (directory / "result.json").write_text(json.dumps(row))
     model.save(tmp_path / "run" / "mwat" / "seed0" / "model.keras")
+    np.savez(tmp_path / "run" / "mwat" / "seed0" / "weight_history.npz", **_weight_history())
     return tmp_path / "run"
+
+
+def _weight_history(epochs: int = 3, n: int = 40) -> dict:
+    """A WeightHistory record: random weights, labels and predictions."""
+    rng = np.random.default_rng(3)
+    y = rng.integers(0, 10, n)
+    record = {"epoch": np.arange(epochs), "y": y, "index": np.arange(n)}
+    for key in ("weight", "weight_clean", "weight_adv"):
+        raw = rng.uniform(0.2, 2.0, (epochs, n))
+        record[key] = raw / raw.mean(axis=1, keepdims=True)
+    record["weight"] = record["weight_clean"]
+    for key in ("margin_clean", "margin_adv"):
+        record[key] = rng.uniform(-1, 1, (epochs, n))
+    for key in ("pred_clean", "pred_adv"):
+        record[key] = np.where(rng.uniform(size=(epochs, n)) < 0.6, y, (y + 1) % 10)
+    return record
 
 
 def test_logits_with_margin_reproduce_the_margin_and_the_peer_weights():
@@ -207,7 +224,8 @@ def test_training_curves_mean_over_seeds_per_epoch():
 
 def test_make_figures_writes_valid_pngs(results_dir, data, tmp_path):
     out = tmp_path / "img"
-    paths = figures.make_figures(results_dir, out, data=data.test, n=24, seed=0)
+    paths = figures.make_figures(results_dir, out, data=data.test, n=24, seed=0,
+                                 train_data=data.train, k=4)
     assert [p.name for p in paths] == [f"{name}.png" for name in figures.FIGURE_NAMES]
     for path in paths:
         image = matplotlib.image.imread(path)
@@ -218,8 +236,9 @@ def test_make_figures_writes_valid_pngs(results_dir, data, tmp_path):
 def test_make_figures_finds_an_mwat_variant_model(results_dir, data, tmp_path):
     """Without ``mwat/``, the weight figures use the first ``mwat+...`` variant's model."""
     (results_dir / "mwat").rename(results_dir / "mwat+meta_objective=both")
-    paths = figures.make_figures(results_dir, tmp_path / "img", data=data.test, n=16, seed=0)
-    assert [p.name for p in paths][:2] == ["weight_vs_margin.png", "class_mean_weights.png"]
+    paths = figures.make_figures(results_dir, tmp_path / "img", data=data.test, n=16, seed=0,
+                                 train_data=data.train)
+    assert [p.name for p in paths][:5] == [f"{name}.png" for name in figures.FIGURE_NAMES[:5]]
 
 
 def test_make_figures_skips_what_is_missing(tmp_path, capsys):
@@ -231,7 +250,9 @@ def test_make_figures_skips_what_is_missing(tmp_path, capsys):
     paths = figures.run(directory, tmp_path / "img")
     assert [p.name for p in paths] == ["accuracy_scatter.png", "training_curves.png"]
     printed = capsys.readouterr().out
-    assert "skipped weight_vs_margin and class_mean_weights" in printed
+    assert ("skipped weight_vs_margin, class_mean_weights, class_weight_distributions, "
+            "weight_extremes_grid (no model at") in printed
+    assert "skipped weights_over_epochs (no " in printed
     assert f"wrote {paths[0]}" in printed
     assert figures.make_figures(tmp_path / "empty", tmp_path / "img2") == []
     assert "no result.json" in capsys.readouterr().out
@@ -268,9 +289,138 @@ def test_the_nonparametric_variant_gets_a_meta_set_or_is_skipped(nonparametric_p
     assert "pass meta_data" in capsys.readouterr().out
     meta = data.validation
     paths = figures.make_figures(tmp_path / "none", tmp_path / "img", data=data.test, n=16,
-                                 model_path=nonparametric_path, meta_data=meta)
-    assert [p.name for p in paths] == ["weight_vs_margin.png", "class_mean_weights.png"]
+                                 model_path=nonparametric_path, meta_data=meta,
+                                 train_data=data.train)
+    assert [p.name for p in paths] == [f"{name}.png" for name in figures.MODEL_FIGURES]
     # Without data and meta_data: the meta set keras-mwat compare holds out (embedded data).
     paths = figures.make_figures(tmp_path / "none", tmp_path / "img2", n=16,
                                  model_path=nonparametric_path)
-    assert [p.name for p in paths] == ["weight_vs_margin.png", "class_mean_weights.png"]
+    assert [p.name for p in paths] == [f"{name}.png" for name in figures.MODEL_FIGURES]
+
+
+# ------------------------------------------------------- the paper's figures (issue 15)
+def test_inspect_with_kappa_predicts_the_true_class_exactly_when_the_margin_is_positive(
+        inspected):
+    prediction, margin = inspected["prediction"], inspected["margin"]
+    assert prediction is not None and prediction.shape == margin.shape
+    # Def. 2.2: m = p_y - max_{j != y} p_j > 0 exactly when y is the arg max.
+    clear = np.abs(margin) > 1e-6
+    np.testing.assert_array_equal((prediction == inspected["y"])[clear], (margin > 0)[clear])
+
+
+def test_confusion_matrix_counts_known_pairs():
+    y = [0, 0, 0, 1, 1, 2, 2, 2, 2]
+    prediction = [0, 1, 1, 1, 1, 2, 0, 2, 2]
+    np.testing.assert_array_equal(figures.confusion_matrix(y, prediction, 3),
+                                  [[1, 2, 0], [0, 2, 0], [1, 0, 3]])
+    with pytest.raises(ValueError, match="prediction"):
+        figures.confusion_matrix([0, 1], [0, 3], 3)
+    with pytest.raises(ValueError, match="same length"):
+        figures.confusion_matrix([0, 1], [0], 3)
+
+
+def test_class_weight_distributions_on_known_confusions(model):
+    """10 classes, 10 points each; class c loses c of them to class (c + 1) mod 10, and its
+    weights are 0.5 + c / 10: the class mean tracks the error rate exactly."""
+    y = np.repeat(np.arange(10), 10)
+    within = np.tile(np.arange(10), 10)
+    prediction = np.where(within < y, (y + 1) % 10, y)
+    weight = 0.5 + y / 10 + np.where(within % 2, 0.05, -0.05)
+    inspected = {"weight": weight, "y": y, "prediction": prediction, "margin": np.zeros(100)}
+    figure, plotted = figures.class_weight_distributions(model, None, None, inspected=inspected)
+    assert len(figure.axes) >= 2
+    np.testing.assert_array_equal(plotted["count"], np.full(10, 10))
+    for c in range(10):
+        assert plotted["counts"][c, c] == 10 - c
+        assert plotted["counts"][c, (c + 1) % 10] == c
+        assert plotted["counts"][c].sum() == 10
+    np.testing.assert_allclose(plotted["confusion"].sum(axis=1), 1.0)
+    np.testing.assert_allclose(np.diag(plotted["confusion"]), 1 - np.arange(10) / 10)
+    np.testing.assert_allclose(plotted["class_error"], np.arange(10) / 10)
+    np.testing.assert_allclose(plotted["class_mean"], 0.5 + np.arange(10) / 10)
+    np.testing.assert_allclose(plotted["class_median"], 0.5 + np.arange(10) / 10)
+    np.testing.assert_allclose(plotted["weight_error_correlation"], 1.0)
+    # The opposite weighting is perfectly anti-correlated with the error.
+    inspected["weight"] = 2.0 - weight
+    _, flipped = figures.class_weight_distributions(model, None, None, inspected=inspected)
+    np.testing.assert_allclose(flipped["weight_error_correlation"], -1.0)
+    with pytest.raises(ValueError, match="prediction"):
+        figures.class_weight_distributions(model, None, None,
+                                           inspected={**inspected, "prediction": None})
+
+
+def test_weight_extremes_grid_shows_the_argsort_extremes(model, data):
+    x, y = data.train
+    x, y = x[:30], y[:30]
+    rng = np.random.default_rng(4)
+    weight = (rng.permutation(30) + 1) / 10.0
+    weight[[7, 3]] = 0.05  # a tie at the bottom: lower index first
+    inspected = {"weight": weight, "y": y, "prediction": (y + 1) % 10, "margin": np.zeros(30)}
+    figure, plotted = figures.weight_extremes_grid(model, x, y, k=5, inspected=inspected)
+    np.testing.assert_array_equal(plotted["lowest"], np.argsort(weight, kind="stable")[:5])
+    np.testing.assert_array_equal(plotted["highest"], np.argsort(-weight, kind="stable")[:5])
+    assert plotted["lowest"][0] == 3 and 7 in plotted["lowest"]
+    assert weight[plotted["highest"]].min() >= np.sort(weight)[-5]
+    assert weight[plotted["lowest"]].max() <= np.sort(weight)[4]
+    images = [ax for ax in figure.axes if ax.images]
+    assert len(images) == 10
+    np.testing.assert_array_equal(images[0].images[0].get_array(), x[3, ..., 0])
+    with pytest.raises(ValueError, match="k=16"):
+        figures.weight_extremes_grid(model, x, y, k=16, inspected=inspected)
+
+
+def test_weight_extremes_grid_inspects_the_model_itself(model, data):
+    x, y = data.train[0][:20], data.train[1][:20]
+    _, plotted = figures.weight_extremes_grid(model, x, y, k=3)
+    assert plotted["prediction"] is not None
+    assert plotted["weight"][plotted["lowest"]].max() <= plotted["weight"][
+        plotted["highest"]].min()
+
+
+def test_weights_over_epochs_medians_per_group():
+    record = _weight_history()
+    figure, plotted = figures.weights_over_epochs(record, quantiles=(0.1, 0.9))
+    assert len(figure.axes) >= 2
+    np.testing.assert_array_equal(plotted["epoch"], [1, 2, 3])
+    assert plotted["training_is"] == "clean"
+    y = record["y"]
+    for kind in ("clean", "adv"):
+        for epoch in range(3):
+            weight, correct = record[f"weight_{kind}"][epoch], record[f"pred_{kind}"][epoch] == y
+            entry = plotted[kind]
+            np.testing.assert_allclose(entry["median"]["correct"][epoch],
+                                       np.median(weight[correct]))
+            np.testing.assert_allclose(entry["median"]["wrong"][epoch],
+                                       np.median(weight[~correct]))
+            np.testing.assert_allclose(entry["low"]["all"][epoch], np.quantile(weight, 0.1))
+            np.testing.assert_allclose(entry["high"]["wrong"][epoch],
+                                       np.quantile(weight[~correct], 0.9))
+            assert entry["count"]["correct"][epoch] + entry["count"]["wrong"][epoch] == len(y)
+            np.testing.assert_allclose(entry["accuracy"][epoch], correct.mean())
+    # A group empty at an epoch has NaN statistics there, not an error.
+    record["pred_adv"][1] = record["y"]
+    _, plotted = figures.weights_over_epochs(record)
+    assert np.isnan(plotted["adv"]["median"]["wrong"][1])
+    with pytest.raises(ValueError, match="quantiles"):
+        figures.weights_over_epochs(record, quantiles=(0.9, 0.1))
+
+
+def test_weights_over_epochs_reads_a_weight_history_file(tmp_path, model, data):
+    path = tmp_path / "weight_history.npz"
+    history = km.callbacks.WeightHistory(data.x_train[:8], data.y_train[:8], path)
+    history.set_model(model)
+    history.records = {0: history.weights_now()}
+    history._write()
+    _, plotted = figures.weights_over_epochs(path)
+    np.testing.assert_array_equal(plotted["epoch"], [1])
+    assert plotted["training_is"] == "clean"  # MWAT's default margin is the clean one
+
+
+def test_the_figures_command_takes_the_dataset(tmp_path):
+    from keras_mwat import cli
+
+    args = cli.build_parser().parse_args(
+        ["figures", "--results", str(tmp_path), "--dataset", "fashion_mnist", "--k", "6"])
+    assert (args.dataset, args.data_dir, args.k) == ("fashion_mnist", None, 6)
+    with pytest.raises(ValueError, match="dataset"):
+        figures.make_figures(tmp_path, tmp_path / "img", dataset="mnist")
