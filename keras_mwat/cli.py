@@ -26,6 +26,7 @@ of a compare directory with the paper's protocol (``keras_mwat.experiments.paper
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -58,6 +59,70 @@ _positive_int = _bounded(int, 1, strict=False)
 _nonnegative_int = _bounded(int, 0, strict=False)
 
 
+def _eps_value(text: str) -> float:
+    """An argparse type: a radius >= 0, as a number (``0.031``) or a fraction (``8/255``)."""
+    numerator, slash, denominator = str(text).partition("/")
+    try:
+        value = float(numerator) / float(denominator) if slash else float(text)
+    except (ValueError, ZeroDivisionError):
+        raise argparse.ArgumentTypeError(
+            f"must be a number or a fraction such as 8/255, got {text}") from None
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be >= 0 and finite, got {text}")
+    return value
+
+
+def parse_model_spec(spec: str) -> tuple[str, dict]:
+    """Splits a classifier spec ``NAME`` or ``NAME:key=value[:key=value...]`` into
+    ``(name, overrides)``: a ``km.zoo`` builder of ``MODELS`` and keyword arguments for it.
+
+    Values are Python literals (``10``, ``True``), else strings. ``input_shape`` and
+    ``num_classes`` come from the data and cannot be given. Unknown models and arguments
+    the builder does not take raise ``ValueError``.
+
+    Example:
+
+    ```python
+    parse_model_spec("wide_resnet:depth=10:widen_factor=1")
+    # ("wide_resnet", {"depth": 10, "widen_factor": 1})
+    ```
+    """
+    import ast
+    import inspect
+
+    from keras_mwat import zoo
+
+    name, *assignments = [part.strip() for part in str(spec).split(":")]
+    if name not in MODELS:
+        raise ValueError(f"unknown model {name!r} in {spec!r}; choose from {list(MODELS)}")
+    accepted = set(inspect.signature(getattr(zoo, name)).parameters)
+    accepted -= {"input_shape", "num_classes"}
+    overrides = {}
+    for assignment in assignments:
+        key, sep, text = assignment.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise ValueError(f"expected key=value after {name!r} in {spec!r}, got "
+                             f"{assignment!r}")
+        if key not in accepted:
+            raise ValueError(f"{name} takes no argument {key!r} (in {spec!r}); it takes "
+                             f"{sorted(accepted)}")
+        try:
+            overrides[key] = ast.literal_eval(text.strip())
+        except (ValueError, SyntaxError):
+            overrides[key] = text.strip()
+    return name, overrides
+
+
+def _model_spec(text: str) -> str:
+    """An argparse type: a valid ``--model`` spec, returned as given."""
+    try:
+        parse_model_spec(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+    return text.strip()
+
+
 def _add_common_arguments(parser: argparse.ArgumentParser, default_eval: str = "quick") -> None:
     parser.add_argument("--recipe", choices=("none", "paper", "paper-cifar"), default="none",
                         help="'paper': the paper's protocol (km.recipes: SGD momentum 0.9, "
@@ -66,9 +131,12 @@ def _add_common_arguments(parser: argparse.ArgumentParser, default_eval: str = "
                              "defaults of --epochs, --optimizer, --lr, --train-steps and "
                              "--eps-warmup-epochs (0), which still override it; drops scale "
                              "with --epochs. 'none': this library's quick settings")
-    parser.add_argument("--model", choices=MODELS, default=None,
-                        help="classifier from km.zoo (default small_cnn; tiny_cnn with "
-                             "--recipe paper; cifar_small_cnn for 32x32x3 data)")
+    parser.add_argument("--model", type=_model_spec, default=None,
+                        help=f"classifier from km.zoo, one of {', '.join(MODELS)} (default "
+                             "small_cnn; tiny_cnn with --recipe paper; cifar_small_cnn with "
+                             "--recipe paper-cifar), optionally with builder arguments as "
+                             "NAME:key=value[:key=value], e.g. wide_resnet:depth=10:"
+                             "widen_factor=1 (wide_resnet alone is WRN-34-10)")
     parser.add_argument("--init", choices=("keras", "torch"), default=None,
                         help="initialisation of the classifier: Keras's defaults, or "
                              "PyTorch's (km.zoo.torch_init; default with --recipe paper*: "
@@ -76,8 +144,9 @@ def _add_common_arguments(parser: argparse.ArgumentParser, default_eval: str = "
     parser.add_argument("--epochs", type=_positive_int, default=None,
                         help="default 10 (100 with --recipe paper)")
     parser.add_argument("--batch-size", type=_positive_int, default=128)
-    parser.add_argument("--eps", type=_nonnegative_float, default=0.3,
-                        help="radius of the training and evaluation attacks")
+    parser.add_argument("--eps", type=_eps_value, default=0.3,
+                        help="radius of the training and evaluation attacks: a number or a "
+                             "fraction such as 8/255")
     parser.add_argument("--norm", choices=("linf", "l2"), default="linf",
                         help="norm of the training and evaluation attacks")
     parser.add_argument("--train-steps", type=_positive_int, default=10,
@@ -122,6 +191,16 @@ def _add_common_arguments(parser: argparse.ArgumentParser, default_eval: str = "
                         help="parent folder of the run directory")
     parser.add_argument("--verbose", type=int, choices=(0, 1, 2), default=1,
                         help="Keras progress output (0 silent, 1 bar, 2 one line per epoch)")
+    parser.add_argument("--mixed-precision", action=argparse.BooleanOptionalAction,
+                        default=False,
+                        help="train under Keras's mixed_float16 policy (float16 compute, "
+                             "float32 weights, loss scaling; logits, losses, margins and "
+                             "sample weights stay float32); for GPUs with tensor cores, slower "
+                             "on CPU")
+    parser.add_argument("--strategy", choices=("none", "mirrored"), default="none",
+                        help="'mirrored': tf.distribute.MirroredStrategy over the visible "
+                             "GPUs (the CPU if there is none); --batch-size is then the "
+                             "global batch, split across the replicas")
 
 
 def parse_method_spec(spec: str) -> tuple[str, dict]:
@@ -455,6 +534,27 @@ class TFDSSplits:
     def train_dataset(self, batch_size=128, seed=0):
         return self._split(self.train_split, batch_size, shuffle=True, seed=seed)
 
+    @property
+    def x_val(self):
+        """The validation split's images as an array (read on first use; for the
+        best-checkpoint selection of ``compare`` and ``train --select best``)."""
+        return self._validation_arrays()[0]
+
+    @property
+    def y_val(self):
+        """The validation split's labels as an array."""
+        return self._validation_arrays()[1]
+
+    def _validation_arrays(self):
+        import numpy as np
+
+        if getattr(self, "_validation", None) is None:
+            batches = [(x.numpy(), y.numpy())
+                       for x, y in self._split(self.validation_split, 512, shuffle=False)]
+            self._validation = (np.concatenate([x for x, _ in batches]),
+                                np.concatenate([y for _, y in batches]))
+        return self._validation
+
     def validation_dataset(self, batch_size=128):
         return self._split(self.validation_split, batch_size, shuffle=False)
 
@@ -538,10 +638,11 @@ def _classifier(args, data):
     """The ``--model`` classifier for the data's input shape and classes."""
     import keras_mwat as km
 
-    builder = getattr(km.zoo, args.model)
+    name, overrides = parse_model_spec(args.model)
     try:
-        classifier = builder(input_shape=data.input_shape, num_classes=data.num_classes)
-    except ValueError as error:
+        classifier = getattr(km.zoo, name)(input_shape=data.input_shape,
+                                           num_classes=data.num_classes, **overrides)
+    except (TypeError, ValueError) as error:
         raise SystemExit(f"keras-mwat: --model {args.model}: {error}") from None
     if args.init == "torch":
         km.zoo.torch_init(classifier, seed=args.seed)
@@ -579,6 +680,39 @@ def _new_run_dir(parent: Path) -> Path:
     return run_dir
 
 
+_STRATEGIES: dict = {}
+"""One ``tf.distribute`` strategy per ``--strategy`` name and process."""
+
+
+@contextlib.contextmanager
+def _build_scope(args):
+    """The context in which ``_fit`` builds and compiles a model.
+
+    ``--mixed-precision``: Keras's global ``mixed_float16`` policy, restored when the block
+    ends (layers and the training model keep the policy they were built with; ``compile``
+    then wraps the optimizer in a ``LossScaleOptimizer``). ``--strategy mirrored``: the scope
+    of a ``tf.distribute.MirroredStrategy`` over the visible GPUs (the CPU without any),
+    so the variables are mirrored and ``fit`` distributes each (global) batch.
+    """
+    import keras
+
+    previous = keras.mixed_precision.global_policy()
+    if getattr(args, "mixed_precision", False):
+        keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        if getattr(args, "strategy", "none") == "mirrored":
+            import tensorflow as tf
+
+            if "mirrored" not in _STRATEGIES:
+                _STRATEGIES["mirrored"] = tf.distribute.MirroredStrategy()
+            with _STRATEGIES["mirrored"].scope():
+                yield
+        else:
+            yield
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
+
+
 def _fit(method: str, args, data, train_attack, directory: Path, extra_callbacks=()):
     """Trains ``method`` from the seed's initial weights; returns (model, seconds, history,
     the data it trained on)."""
@@ -589,17 +723,18 @@ def _fit(method: str, args, data, train_attack, directory: Path, extra_callbacks
     import keras_mwat as km
 
     keras.utils.set_random_seed(args.seed)  # the same initial weights for every method
-    classifier = _classifier(args, data)
-    model, data = _build_method(method, classifier, train_attack, data, seed=args.seed,
-                                meta_size=_meta_size(args, len(data.y_train)))
-    recipe = _recipe(args)
-    if recipe is not None:
-        optimizer = recipe.optimizer(math.ceil(len(data.y_train) / args.batch_size))
-    elif args.optimizer == "adam":
-        optimizer = keras.optimizers.Adam(args.lr)
-    else:
-        optimizer = keras.optimizers.SGD(args.lr, momentum=0.9)
-    model.compile(optimizer=optimizer)
+    with _build_scope(args):  # --mixed-precision and --strategy: build and compile here
+        classifier = _classifier(args, data)
+        model, data = _build_method(method, classifier, train_attack, data, seed=args.seed,
+                                    meta_size=_meta_size(args, len(data.y_train)))
+        recipe = _recipe(args)
+        if recipe is not None:
+            optimizer = recipe.optimizer(math.ceil(len(data.y_train) / args.batch_size))
+        elif args.optimizer == "adam":
+            optimizer = keras.optimizers.Adam(args.lr)
+        else:
+            optimizer = keras.optimizers.SGD(args.lr, momentum=0.9)
+        model.compile(optimizer=optimizer)
     # A run cut off (machine stopped, job killed) continues from its last finished epoch
     # when the same command is run again (compare --resume): weights, optimizer state, the
     # in-graph seed state and the epoch come back; the backup is deleted when fit ends.
@@ -655,6 +790,8 @@ def _settings(args, train_attack) -> dict:
         "dataset": args.dataset,
         "optimizer": {"name": args.optimizer, "learning_rate": args.lr},
         "eps_warmup_epochs": args.eps_warmup_epochs,
+        "mixed_precision": bool(getattr(args, "mixed_precision", False)),
+        "strategy": getattr(args, "strategy", "none"),
         "train_attack": keras.saving.serialize_keras_object(train_attack)["config"],
         "eval_attacks": args.eval_attacks,
         "code": _code_version(),
