@@ -222,13 +222,16 @@ def parse_method_spec(spec: str) -> tuple[str, dict]:
     import ast
     import inspect
 
-    from keras_mwat.methods import METHODS
+    from keras_mwat import registry
 
     name, *assignments = [part.strip() for part in str(spec).split(":")]
-    if name not in METHODS:
-        raise ValueError(f"unknown method {name!r} in {spec!r}; choose from {sorted(METHODS)}")
+    if name not in registry.METHOD_CLASSES:
+        raise ValueError(f"unknown method {name!r} in {spec!r}; choose from "
+                         f"{list(registry.method_names())}")
+    if not assignments:  # the name alone is checked without loading TensorFlow
+        return name, {}
     accepted = set()
-    for klass in METHODS[name].__mro__:  # a subclass may pass **kwargs on (MWN to MWAT)
+    for klass in registry.method_class(name).__mro__:  # a subclass may pass **kwargs on (MWN to MWAT)
         if "__init__" in vars(klass) and klass.__module__.startswith("keras_mwat"):
             accepted |= set(inspect.signature(vars(klass)["__init__"]).parameters)
     accepted -= {"self", "classifier", "attack", "seed", "kwargs", "meta_data",
@@ -313,7 +316,7 @@ def _checkpoint_list(text: str) -> list[str]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from keras_mwat.methods import METHODS
+    from keras_mwat.registry import method_names
 
     parser = argparse.ArgumentParser(
         prog="keras-mwat",
@@ -323,7 +326,7 @@ def build_parser() -> argparse.ArgumentParser:
     train = commands.add_parser(
         "train", help="train a method on the embedded dataset and report robustness"
     )
-    train.add_argument("--method", choices=sorted(METHODS), default="mwat")
+    train.add_argument("--method", choices=method_names(), default="mwat")
     train.add_argument("--select", choices=("last", "best"), default="last",
                        help="'best': keep the weights of the epoch with the highest PGD-10 "
                             "robust accuracy on the validation (early-stopping) split, as "
@@ -334,7 +337,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     compare.add_argument("--methods", type=_method_list, default=_method_list(DEFAULT_COMPARE),
                          help=f"comma-separated methods (default {DEFAULT_COMPARE}; "
-                              f"all: {','.join(sorted(METHODS))}); an ablation variant "
+                              f"all: {','.join(method_names())}); an ablation variant "
                               f"passes constructor arguments as NAME:key=value[:key=value], "
                               f"e.g. mwat:meta_objective=adversarial")
     _add_common_arguments(compare, default_eval="standard")
@@ -449,6 +452,30 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _quiet_tensorflow() -> None:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def _load_tensorflow_quietly() -> None:
+    """Imports TensorFlow and enumerates its devices with the process's stderr muted.
+
+    TensorFlow's C++ start-up lines (oneDNN, CUDA stubs, CPU features, a failed ``cuInit``
+    on a machine without a GPU) are written by absl before ``TF_CPP_MIN_LOG_LEVEL`` takes
+    effect, so the only way to keep them off a command's output is to point file
+    descriptor 2 at ``/dev/null`` while they are printed. An import error still surfaces as
+    the Python exception. ``TF_CPP_MIN_LOG_LEVEL=0`` or ``1`` (set by the user) shows them.
+    """
+    if "tensorflow" in sys.modules or os.environ.get("TF_CPP_MIN_LOG_LEVEL") in ("0", "1"):
+        return
+    sys.stderr.flush()
+    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        import tensorflow as tf
+
+        tf.config.list_physical_devices()  # device start-up (cuInit) logs here, muted
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
 
 
 def _evaluation_attacks(args, eps: float, value_range):
@@ -1320,6 +1347,10 @@ def main(argv: list[str] | None = None) -> int:
     commands = {"train": train, "evaluate": evaluate, "compare": compare, "export": export,
                 "tune": tune, "figures": figures, "paper-eval": paper_eval}
     _check_dataset_flags(args)
+    _load_tensorflow_quietly()
+    import keras_mwat
+
+    keras_mwat.load()  # a no-op unless launched lazily (keras_mwat_cli): register the classes
     commands[args.command](args)
     return 0
 

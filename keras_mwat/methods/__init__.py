@@ -1,5 +1,6 @@
 """Training methods: one shared train_step; a method is an objective plus a weighting."""
 
+from keras_mwat import registry
 from keras_mwat.methods.base import AdversarialTrainingModel, TrainingStep
 from keras_mwat.methods.gairat import GAIRATModel
 from keras_mwat.methods.mail import MAILModel
@@ -13,20 +14,8 @@ from keras_mwat.methods.standard import StandardModel
 from keras_mwat.methods.trades import TRADESModel
 from keras_mwat.methods.wmmr import WMMRModel
 
-#: Command-line and ``compare`` names of the methods.
-METHODS = {
-    "mwat": MWATModel,
-    "mwat_trades": MWATTRADESModel,
-    "mwat_nonparametric": MWATNonParametricModel,
-    "pgd_at": PGDATModel,
-    "trades": TRADESModel,
-    "mart": MARTModel,
-    "mail": MAILModel,
-    "gairat": GAIRATModel,
-    "wmmr": WMMRModel,
-    "mwn": MWNModel,
-    "plain": StandardModel,
-}
+#: Command-line and ``compare`` names of the methods (registered in ``keras_mwat.registry``).
+METHODS = {name: registry.method_class(name) for name in registry.METHOD_CLASSES}
 
 __all__ = [
     "METHODS",
