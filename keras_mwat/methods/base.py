@@ -217,12 +217,40 @@ class AdversarialTrainingModel(keras.Model):
         setattr(self, f"{name}_state", state)
         return generator
 
-    def finish_init(self) -> None:
-        """Builds the wrapper eagerly; the last line of every concrete method's __init__.
+    def build(self, input_shape=None) -> None:
+        """Builds the wrapper: called by Keras on first use, never by a constructor.
 
-        All of a method's state (weight network, optimizers, trackers) must exist before: a
-        built Keras model accepts no new state. A built wrapper is what ``save_weights``,
-        ``export`` and Keras Tuner checkpoints need.
+        Keras builds a model on its first call (``compile`` makes one, see
+        ``finish_init``) or from a saved build config when loading; once built, it accepts
+        no new state. The classifier is built already and every method creates its
+        sub-objects in ``__init__``, so a subclass may add its own state (trackers,
+        layers, variables) after ``super().__init__(...)``. Subclasses that create state
+        here call ``super().build(input_shape)`` last.
+
+        Args:
+            input_shape: Shape of a batch of inputs, ``(batch, *sample_shape)``; None means
+                the classifier's.
+        """
+        if input_shape is not None and tuple(input_shape[1:]) != tuple(self.input_spec_shape):
+            raise ValueError(
+                f"`input_shape` must be (batch, *{tuple(self.input_spec_shape)}) (the "
+                f"classifier's inputs), got {tuple(input_shape)!r}.")
+
+    def finish_init(self) -> None:
+        """Builds the wrapper now, if it is not built yet (``compile`` calls it).
+
+        Calls the model once, eagerly, on one input in the middle of the attack's
+        ``value_range``: a built wrapper is what ``save_weights``, ``export`` and Keras
+        Tuner checkpoints need. Constructors do not call it (a built Keras model accepts no
+        new state: subclasses add theirs after ``super().__init__``); call it yourself to
+        build an uncompiled model.
+
+        Example:
+        ```python
+        model = keras_mwat.PGDATModel(keras_mwat.zoo.tiny_cnn())
+        model.finish_init()
+        model.save_weights("pgd_at.weights.h5")
+        ```
         """
         if not self.built:
             low, high = self.attack.value_range or (0.0, 1.0)
