@@ -25,7 +25,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_mwat import losses, margins, validation, weighting
+from keras_mwat import _compat, losses, margins, validation, weighting
 from keras_mwat.attacks import PGD, Attack
 from keras_mwat.attacks import get as get_attack
 from keras_mwat.methods import objectives, replicas
@@ -171,7 +171,7 @@ def per_sample_loss(loss, num_classes: int):
     return function
 
 
-class AdversarialTrainingModel(keras.Model):
+class AdversarialTrainingModel(_compat.SkipSymbolicBuildWhenBuilt, keras.Model):
     """Base class of every training method: wraps a logits classifier.
 
     Subclasses override ``attack_loss``, ``sample_losses`` and ``sample_weights``; the
@@ -224,6 +224,7 @@ class AdversarialTrainingModel(keras.Model):
         seed: int | None = None,
         **kwargs,
     ):
+        _compat.require_tensorflow_backend()
         super().__init__(**kwargs)
         self.input_spec_shape, self.num_classes = validation.check_classifier(classifier)
         self.classifier = classifier
@@ -270,12 +271,7 @@ class AdversarialTrainingModel(keras.Model):
     def _saved_seed_generator(self, seed, name: str) -> keras.random.SeedGenerator:
         """A SeedGenerator whose state is a model variable, so ``.keras`` files and
         ``BackupAndRestore`` keep it (Keras does not save a SeedGenerator's state)."""
-        generator = keras.random.SeedGenerator(seed, name=name)
-        # Under tf.distribute every replica advances the state identically: keep one value.
-        state = keras.Variable(generator.state.value, dtype=generator.state.dtype,
-                               trainable=False, name=f"{name}_state",
-                               aggregation="only_first_replica")
-        generator.state = state
+        generator, state = _compat.saved_seed_generator(seed, name)
         setattr(self, f"{name}_state", state)
         return generator
 
@@ -653,10 +649,7 @@ class AdversarialTrainingModel(keras.Model):
             if names is None or metric.name in names
         }
         if replicas.spans_workers():
-            # Keras 3 (3.15) reduces step logs over workers with reduce(MEAN, axis=0), which
-            # fails on scalars; shape (1,) reduces to the same scalar. Epoch logs are read
-            # from the metrics themselves.
-            logs = {name: tf.reshape(value, [1]) for name, value in logs.items()}
+            logs = _compat.multi_worker_step_logs(logs)
         return logs
 
     def test_step(self, data):
@@ -783,18 +776,6 @@ class AdversarialTrainingModel(keras.Model):
             return keras.utils.pack_x_y_sample_weight(bx, by, bw)
 
         return data.enumerate().map(check)
-
-    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
-        """Skips Keras's symbolic build: the wrapper is built eagerly and so is its optimizer.
-
-        Under a strategy, Keras 3 (3.15) builds a model from the first batch reduced over
-        replicas; with ``MultiWorkerMirroredStrategy`` that reduction fails on an ``(x, y)``
-        batch ("Attempt to convert a value (PerReplica...)"). Nothing here needs it once the
-        model and its optimizer are built.
-        """
-        if self.built and getattr(self, "optimizer", None) is not None and self.optimizer.built:
-            return
-        super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
 
     def evaluate(self, x=None, y=None, *args, **kwargs):
         self._validate_data(x, y)
