@@ -16,10 +16,9 @@ import inspect
 
 import keras
 
-try:  # the class of keras.Model(inputs, outputs)
-    from keras.src.models.functional import Functional as _Functional
-except ImportError:  # pragma: no cover - layout of other Keras 3 releases
-    _Functional = ()
+from keras_mwat import _compat
+
+_Functional = _compat.functional_model_class()  # the class of keras.Model(inputs, outputs)
 
 
 def _takes_training(layer) -> bool:
@@ -57,5 +56,5 @@ def output_depends_on_training(model: keras.layers.Layer) -> bool:
     output_depends_on_training(keras_mwat.zoo.small_resnet())  # True (BatchNormalization)
     ```
     """
-    layers = model._flatten_layers(include_self=True, recursive=True)
+    layers = _compat.flatten_layers(model)
     return not all(_is_training_independent(layer) for layer in layers)

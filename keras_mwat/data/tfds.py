@@ -67,12 +67,12 @@ def _check_name(name) -> str:
 
 def _searched_dirs(tfds, data_dir: str | None) -> list[str]:
     """The data directories TFDS looks in for ``data_dir`` (all registered ones for None)."""
-    try:
-        from tensorflow_datasets.core.utils import file_utils
+    from keras_mwat import _compat
 
-        return [os.fspath(d) for d in file_utils.list_data_dirs(given_data_dir=data_dir)]
-    except (ImportError, AttributeError, TypeError):  # pragma: no cover - tfds internals
+    dirs = _compat.tfds_data_dirs(data_dir)
+    if dirs is None:  # pragma: no cover - tfds internals moved
         return [data_dir] if data_dir is not None else ["~/tensorflow_datasets"]
+    return dirs
 
 
 def _get_builder(name: str, data_dir: str | None):
@@ -83,11 +83,11 @@ def _get_builder(name: str, data_dir: str | None):
     directories.
     """
     tfds = _import_tfds()
-    from tensorflow_datasets.core import registered
+    from keras_mwat import _compat
 
     try:
         return tfds.builder(name, data_dir=data_dir)
-    except registered.DatasetNotFoundError as error:
+    except _compat.tfds_dataset_not_found_error() as error:
         base = name.split(":", 1)[0].split("/", 1)[0].lower()
         known = tfds.list_builders(with_community_datasets=False)
         close = difflib.get_close_matches(base, known, n=3)

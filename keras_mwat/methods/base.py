@@ -25,7 +25,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_mwat import losses, margins, validation, weighting
+from keras_mwat import _compat, losses, margins, validation, weighting
 from keras_mwat.attacks import PGD, Attack
 from keras_mwat.attacks import get as get_attack
 from keras_mwat.methods import objectives, replicas
@@ -109,7 +109,69 @@ def _to_labels(y, num_classes: int):
     return tf.cast(tf.reshape(y, [-1]), tf.int32)
 
 
-class AdversarialTrainingModel(keras.Model):
+_LOSS_HINT = ("pass keras.losses.SparseCategoricalCrossentropy(from_logits=True), a callable "
+              "loss(y, logits) -> per-sample losses, or nothing (the default, "
+              "keras_mwat.losses.cross_entropy)")
+
+
+def per_sample_loss(loss, num_classes: int):
+    """The per-sample base loss ``loss(y, logits) -> (n,)`` that ``compile(loss=...)`` gives.
+
+    Accepts None (``keras_mwat.losses.cross_entropy``), a ``keras.losses.Loss`` taking
+    logits (e.g. ``SparseCategoricalCrossentropy(from_logits=True)``; its unreduced
+    ``call`` is used, on float32 logits, and the model applies its own weighting and
+    averaging) or a callable returning one loss per sample. Anything else is refused here,
+    up front, with a message saying what to pass; a callable or ``Loss`` is tried once on
+    two samples.
+
+    Args:
+        loss: What ``compile`` received as ``loss``.
+        num_classes: Number of classes of the classifier.
+
+    Returns:
+        A callable ``(y, logits) -> (n,)`` tensor.
+
+    Example:
+    ```python
+    fn = per_sample_loss(keras.losses.SparseCategoricalCrossentropy(from_logits=True), 10)
+    fn(tf.constant([3, 1]), tf.zeros((2, 10)))  # [log 10, log 10]
+    ```
+    """
+    if loss is None:
+        return losses.cross_entropy
+    if isinstance(loss, str):
+        raise ValueError(f"`loss` cannot be a string: got {loss!r}. The classifier returns "
+                         f"logits; {_LOSS_HINT}.")
+    if isinstance(loss, keras.losses.Loss):
+        if loss.get_config().get("from_logits", True) is not True:
+            raise ValueError(
+                f"`loss` {type(loss).__name__} has from_logits=False, but the classifier "
+                f"returns logits: pass {type(loss).__name__}(from_logits=True).")
+        keras_loss = loss
+
+        def function(y, logits):
+            return keras_loss.call(y, losses.at_least_float32(logits))
+    elif callable(loss):
+        function = loss
+    else:
+        raise TypeError(f"`loss` must be a callable loss(y, logits) -> per-sample losses or a "
+                        f"keras.losses.Loss, got {loss!r}; {_LOSS_HINT}.")
+    try:
+        probe = function(tf.constant([0, 1 % num_classes], tf.int32),
+                         tf.zeros((2, num_classes), tf.float32))
+    except Exception as error:  # noqa: BLE001 - re-raised with what was expected
+        raise ValueError(
+            f"`loss` {loss!r} failed on integer labels of shape (2,) and logits of shape "
+            f"(2, {num_classes}): {error}. It must map (y, logits) to per-sample losses; "
+            f"{_LOSS_HINT}.") from error
+    if tuple(getattr(probe, "shape", ())) != (2,):
+        raise ValueError(
+            f"`loss` {loss!r} must return one loss per sample, shape (n,), but returned shape "
+            f"{tuple(getattr(probe, 'shape', ()))} for n = 2 (a reduced loss?); {_LOSS_HINT}.")
+    return function
+
+
+class AdversarialTrainingModel(_compat.SkipSymbolicBuildWhenBuilt, keras.Model):
     """Base class of every training method: wraps a logits classifier.
 
     Subclasses override ``attack_loss``, ``sample_losses`` and ``sample_weights``; the
@@ -162,6 +224,7 @@ class AdversarialTrainingModel(keras.Model):
         seed: int | None = None,
         **kwargs,
     ):
+        _compat.require_tensorflow_backend()
         super().__init__(**kwargs)
         self.input_spec_shape, self.num_classes = validation.check_classifier(classifier)
         self.classifier = classifier
@@ -208,21 +271,44 @@ class AdversarialTrainingModel(keras.Model):
     def _saved_seed_generator(self, seed, name: str) -> keras.random.SeedGenerator:
         """A SeedGenerator whose state is a model variable, so ``.keras`` files and
         ``BackupAndRestore`` keep it (Keras does not save a SeedGenerator's state)."""
-        generator = keras.random.SeedGenerator(seed, name=name)
-        # Under tf.distribute every replica advances the state identically: keep one value.
-        state = keras.Variable(generator.state.value, dtype=generator.state.dtype,
-                               trainable=False, name=f"{name}_state",
-                               aggregation="only_first_replica")
-        generator.state = state
+        generator, state = _compat.saved_seed_generator(seed, name)
         setattr(self, f"{name}_state", state)
         return generator
 
-    def finish_init(self) -> None:
-        """Builds the wrapper eagerly; the last line of every concrete method's __init__.
+    def build(self, input_shape=None) -> None:
+        """Builds the wrapper: called by Keras on first use, never by a constructor.
 
-        All of a method's state (weight network, optimizers, trackers) must exist before: a
-        built Keras model accepts no new state. A built wrapper is what ``save_weights``,
-        ``export`` and Keras Tuner checkpoints need.
+        Keras builds a model on its first call (``compile`` makes one, see
+        ``finish_init``) or from a saved build config when loading; once built, it accepts
+        no new state. The classifier is built already and every method creates its
+        sub-objects in ``__init__``, so a subclass may add its own state (trackers,
+        layers, variables) after ``super().__init__(...)``. Subclasses that create state
+        here call ``super().build(input_shape)`` last.
+
+        Args:
+            input_shape: Shape of a batch of inputs, ``(batch, *sample_shape)``; None means
+                the classifier's.
+        """
+        if input_shape is not None and tuple(input_shape[1:]) != tuple(self.input_spec_shape):
+            raise ValueError(
+                f"`input_shape` must be (batch, *{tuple(self.input_spec_shape)}) (the "
+                f"classifier's inputs), got {tuple(input_shape)!r}.")
+
+    def finish_init(self) -> None:
+        """Builds the wrapper now, if it is not built yet (``compile`` calls it).
+
+        Calls the model once, eagerly, on one input in the middle of the attack's
+        ``value_range``: a built wrapper is what ``save_weights``, ``export`` and Keras
+        Tuner checkpoints need. Constructors do not call it (a built Keras model accepts no
+        new state: subclasses add theirs after ``super().__init__``); call it yourself to
+        build an uncompiled model.
+
+        Example:
+        ```python
+        model = keras_mwat.PGDATModel(keras_mwat.zoo.tiny_cnn())
+        model.finish_init()
+        model.save_weights("pgd_at.weights.h5")
+        ```
         """
         if not self.built:
             low, high = self.attack.value_range or (0.0, 1.0)
@@ -245,10 +331,13 @@ class AdversarialTrainingModel(keras.Model):
         instead (arrays are checked whole, eagerly; other inputs only by their first batch).
         ``check_batches=False`` turns the per-batch checks off.
 
-        ``loss`` is the per-sample base loss ``loss(y, logits) -> (n,)`` of methods whose
-        loss is a cross-entropy on adversarial logits (default
-        ``keras_mwat.losses.cross_entropy``). ``metrics`` are computed on clean logits;
-        clean ``accuracy`` and ``robust_accuracy`` are always logged.
+        ``loss`` is the per-sample base loss of methods whose loss is a cross-entropy on
+        adversarial logits (default ``keras_mwat.losses.cross_entropy``): a callable
+        ``loss(y, logits) -> (n,)`` or a ``keras.losses.Loss`` taking logits, e.g.
+        ``keras.losses.SparseCategoricalCrossentropy(from_logits=True)`` (see
+        ``per_sample_loss``; strings and ``from_logits=False`` are refused here). The
+        model applies its own sample weights and averaging. ``metrics`` are computed on
+        clean logits; clean ``accuracy`` and ``robust_accuracy`` are always logged.
 
         ``jit_compile=True`` (XLA) works on one device; it raises a ``ValueError`` where it
         cannot work (under ``MirroredStrategy`` / ``MultiWorkerMirroredStrategy``, or with a
@@ -258,11 +347,8 @@ class AdversarialTrainingModel(keras.Model):
         if obstacle is not None and kwargs.get("jit_compile", "auto") is True:
             raise ValueError(f"`jit_compile=True` is not supported {obstacle}; compile with "
                              "jit_compile=False (or the default 'auto').")
-        if loss is not None and not callable(loss):
-            raise TypeError(
-                f"`loss` must be a callable loss(y, logits) -> per-sample losses, got {loss!r}."
-            )
-        self.base_loss = loss or losses.cross_entropy
+        self.base_loss = per_sample_loss(loss, self.num_classes)
+        self._loss_argument = loss
         self.check_batches = bool(check_batches)
         extra = []
         for metric in metrics or []:
@@ -298,7 +384,8 @@ class AdversarialTrainingModel(keras.Model):
         """The ``compile`` arguments, so a loaded model continues ``fit`` without compiling."""
         config = super().get_compile_config()
         if config:
-            config["loss"] = keras.saving.serialize_keras_object(self.base_loss)
+            config["loss"] = keras.saving.serialize_keras_object(
+                getattr(self, "_loss_argument", None) or self.base_loss)
             config["metrics"] = keras.saving.serialize_keras_object(self._metrics_argument)
             config["check_batches"] = self.checks_batches
         return config
@@ -562,14 +649,15 @@ class AdversarialTrainingModel(keras.Model):
             if names is None or metric.name in names
         }
         if replicas.spans_workers():
-            # Keras 3 (3.15) reduces step logs over workers with reduce(MEAN, axis=0), which
-            # fails on scalars; shape (1,) reduces to the same scalar. Epoch logs are read
-            # from the metrics themselves.
-            logs = {name: tf.reshape(value, [1]) for name, value in logs.items()}
+            logs = _compat.multi_worker_step_logs(logs)
         return logs
 
     def test_step(self, data):
-        """Clean and robust accuracy under the model's attack (with its own CE objective)."""
+        """Clean and robust accuracy under the model's attack; ``loss`` is the method's own.
+
+        Robust accuracy: the model's attack with its own cross-entropy objective (the same
+        for every method). ``loss`` (``val_loss`` in ``fit``): ``validation_losses``.
+        """
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
         x, y, sample_weight = self._check_batch(x, y, sample_weight, training=False)
         y = _to_labels(y, self.num_classes)
@@ -579,7 +667,7 @@ class AdversarialTrainingModel(keras.Model):
                                 seed=self.attack_seed(self.eval_seed))
         )
         logits_adv = self.classifier(x_adv, training=False)
-        per_sample = self.base_loss(y, logits_adv)
+        per_sample = self.validation_losses(x, y, logits_clean, x_adv, logits_adv)
         if sample_weight is not None:
             per_sample = per_sample * tf.cast(tf.reshape(sample_weight, [-1]), tf.float32)
         self.loss_tracker.update_state(tf.reduce_mean(per_sample),
@@ -591,6 +679,42 @@ class AdversarialTrainingModel(keras.Model):
         return self._logs(
             {"loss", "accuracy", "robust_accuracy", *(m.name for m in self.extra_metrics)}
         )
+
+    def validation_losses(self, x, y, logits_clean, x_adv, logits_adv):
+        """Per-sample evaluation loss: the method's training objective with uniform weights.
+
+        ``sample_losses`` (weighted plus unweighted part) in inference mode, on adversarial
+        examples of the method's own training attack objective: for a cross-entropy attack
+        (PGD-AT, MART, GAIRAT, WMMR, MAIL-AT, MWAT) the evaluation attack's ``x_adv``; for
+        TRADES's KL attack (TRADES, MAIL-TRADES, BiLAW-TRADES) a second attack maximising
+        the KL from ``x + 0.001 N(0, 1)``, at full strength, with a stateless seed derived
+        from the evaluation seed (which it does not advance, so robust accuracy is
+        unchanged). Sample weights (learned or heuristic) are left out: they are a training
+        device, and uniform weights compare across methods.
+
+        Args:
+            x: Clean inputs.
+            y: Integer labels, (n,).
+            logits_clean: Inference-mode logits on ``x``.
+            x_adv: The evaluation attack's adversarial inputs (cross-entropy objective).
+            logits_adv: Inference-mode logits on ``x_adv``.
+
+        Returns:
+            Float tensor of shape (n,).
+        """
+        if self.attack_loss(x, y, logits_clean) is not None or self.objective.attack_init:
+            state = tf.cast(tf.convert_to_tensor(self.eval_seed.state) % (2**31 - 1), tf.int32)
+            seed = tf.random.experimental.stateless_fold_in(state, 0x5EED + replicas.replica_id())
+            x_adv = tf.stop_gradient(self.attack.perturb(
+                self.classifier_fn(training=False), x, y, seed=seed,
+                loss_fn=self.attack_loss(x, y, logits_clean), init=self.objective.attack_init))
+            logits_adv = self.classifier(x_adv, training=False)
+        step = TrainingStep(x=x, y=y, x_adv=x_adv, logits_clean=logits_clean,
+                            logits_adv=logits_adv)
+        if self.needs_natural_logits:
+            step.logits_natural = logits_clean
+        weighted, unweighted = self.sample_losses(step)
+        return weighted if unweighted is None else weighted + unweighted
 
     # ------------------------------------------------------ fit / evaluate glue
     def _validate_data(self, x, y) -> None:
@@ -652,18 +776,6 @@ class AdversarialTrainingModel(keras.Model):
             return keras.utils.pack_x_y_sample_weight(bx, by, bw)
 
         return data.enumerate().map(check)
-
-    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
-        """Skips Keras's symbolic build: the wrapper is built eagerly and so is its optimizer.
-
-        Under a strategy, Keras 3 (3.15) builds a model from the first batch reduced over
-        replicas; with ``MultiWorkerMirroredStrategy`` that reduction fails on an ``(x, y)``
-        batch ("Attempt to convert a value (PerReplica...)"). Nothing here needs it once the
-        model and its optimizer are built.
-        """
-        if self.built and getattr(self, "optimizer", None) is not None and self.optimizer.built:
-            return
-        super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
 
     def evaluate(self, x=None, y=None, *args, **kwargs):
         self._validate_data(x, y)

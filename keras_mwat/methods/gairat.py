@@ -44,7 +44,6 @@ class GAIRATModel(AdversarialTrainingModel):
                 f"{type(self.attack).__name__}."
             )
         self.lam = validation.check_finite(lam, "lam")
-        self.finish_init()
 
     def sample_weights(self, step):
         return weighting.gairat(step.kappa, self.attack.num_steps, lam=self.lam)

@@ -47,7 +47,6 @@ class MAILModel(AdversarialTrainingModel):
         self.beta = validation.check_nonnegative(beta, "beta")
         self.bias = validation.check_finite(bias, "bias")
         self.slope = validation.check_finite(slope, "slope")
-        self.finish_init()
 
     def sample_weights(self, step):
         return weighting.mail(step.y, step.logits_adv, bias=self.bias, slope=self.slope)

@@ -34,7 +34,6 @@ class MARTModel(AdversarialTrainingModel):
     def __init__(self, classifier, attack=None, beta: float = 6.0, seed=None, **kwargs):
         super().__init__(classifier, attack=attack, seed=seed, **kwargs)
         self.objective = MARTObjective(beta)
-        self.finish_init()
 
     def get_config(self) -> dict:
         return {**super().get_config(), **self.objective.get_config()}

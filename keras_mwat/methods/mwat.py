@@ -212,7 +212,6 @@ class MWATModel(AdversarialTrainingModel):
                     f"meta_source={self.meta_source!r}."
                 )
             self.set_meta_data(meta_data)
-        self.finish_init()
 
     def _build_weight_net(self, weight_net, meta_optimizer) -> None:
         if weight_net is None:
@@ -249,7 +248,17 @@ class MWATModel(AdversarialTrainingModel):
         if self._scaled_meta_optimizer:
             meta_optimizer = keras.optimizers.LossScaleOptimizer(meta_optimizer)
         self.meta_optimizer = meta_optimizer
-        self.meta_optimizer.build(self.weight_net.trainable_variables)
+
+    def build(self, input_shape=None) -> None:
+        """Builds the meta optimizer (on the weight network's variables), then the wrapper.
+
+        The weight network itself is created and built in ``__init__``, right after the
+        classifier, so that its initial weights are drawn at the same point of the global
+        random stream however the model is used afterwards.
+        """
+        if self.learns_weight_net and not self.meta_optimizer.built:
+            self.meta_optimizer.build(self.weight_net.trainable_variables)
+        super().build(input_shape)
 
     def default_meta_optimizer(self) -> keras.optimizers.Optimizer:
         """The paper's plain gradient step on the weight network, ``SGD(α)``."""

@@ -25,4 +25,3 @@ class PGDATModel(AdversarialTrainingModel):
 
     def __init__(self, classifier, attack=None, seed=None, **kwargs):
         super().__init__(classifier, attack=attack, seed=seed, **kwargs)
-        self.finish_init()

@@ -36,7 +36,6 @@ class WMMRModel(AdversarialTrainingModel):
         super().__init__(classifier, attack=attack, reweight_start_epoch=reweight_start_epoch,
                          seed=seed, **kwargs)
         self.alpha = validation.check_finite(alpha, "alpha")
-        self.finish_init()
 
     def sample_weights(self, step):
         return weighting.wmmr(step.y, step.logits_adv, alpha=self.alpha)
