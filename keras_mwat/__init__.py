@@ -74,6 +74,9 @@ def load() -> None:
     keras_mwat.load()  # a no-op after a plain `import keras_mwat`
     ```
     """
+    from keras_mwat import _compat
+
+    _compat.require_tensorflow_backend()  # a clear error on a JAX or PyTorch Keras
     for name in (*_CORE_MODULES, *_EXPORTS):
         __getattr__(name)
 

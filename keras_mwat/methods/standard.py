@@ -29,10 +29,6 @@ class StandardModel(AdversarialTrainingModel):
     ```
     """
 
-    def __init__(self, classifier, attack=None, seed=None, **kwargs):
-        super().__init__(classifier, attack=attack, seed=seed, **kwargs)
-        self.finish_init()
-
     def _attack(self, x, y, logits_clean, seed, model_fn=None):
         """No attack in training: the "adversarial" inputs are the clean ones."""
         return tf.stop_gradient(x), None
