@@ -29,7 +29,7 @@ readme-output: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/ruff check keras_mwat tests bench examples notebooks scripts
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=30
 
 test-slow: $(STAMP)
 	$(BIN)/python -m pytest -q -m slow
