@@ -25,6 +25,12 @@ def test_spot_checks_against_the_paper():
     assert paper_result("fmnist-tinycnn-linf0.1", "pgd_at") == PaperResult(86.4, 70.1, 68.3)
     assert paper_result("mnist-tinycnn-l2-0.3", "plain") == PaperResult(99.2, 96.9, 36.4)
     assert paper_result("fmnist-fc1-l2-0.3", "mail") == PaperResult(90.6, 79.3, 75.9)
+    # the paper's own settings of MAIL and WMMR read their columns
+    assert paper_result("fmnist-fc1-l2-0.3", "mail:bias=0.05:slope=5") == PaperResult(
+        90.6, 79.3, 75.9)
+    assert paper_result("fmnist-tinycnn-linf0.1", "wmmr+alpha=0.1") == PaperResult(
+        86.2, 77.3, 64.1)
+    assert paper_result("fmnist-tinycnn-linf0.1", "wmmr:alpha=2") is None
     assert paper_result("cifar10-smallcnn-linf2/255", "mwat_nonparametric") == PaperResult(
         79.7, 60.0, 47.3)
     assert paper_result("cifar10-wrn32-10-linf8/255", "mwat_trades") == PaperResult(
