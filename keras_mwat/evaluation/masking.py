@@ -49,9 +49,12 @@ def input_gradient_norms(model_fn: Callable, x: np.ndarray, y: np.ndarray,
     The margin loss (``losses.cw_margin``) does not saturate like the cross-entropy of a
     confident model, so a zero gradient here means the input gradient is really absent.
     Non-finite gradients give NaN.
+
+    Runs eagerly: it is one pass over a few batches per evaluation, and a ``tf.function``
+    built per call would be traced once per model, which TensorFlow reports as frequent
+    retracing when one process evaluates several models (``keras-mwat compare``).
     """
 
-    @tf.function(reduce_retracing=True)
     def norms(xb, yb):
         with tf.GradientTape() as tape:
             tape.watch(xb)

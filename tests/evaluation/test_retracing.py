@@ -74,3 +74,31 @@ def test_standalone_call_traces_once_for_every_batch_size(model_and_points):
     # A new model, or a new configuration, is a new graph.
     attack(keras.models.clone_model(model), x[:5], y[:5])
     assert CountingPGD.traces == 2
+
+
+def test_masking_checks_of_many_models_do_not_warn_about_retracing(caplog):
+    """The gradient-masking check runs eagerly: evaluating six models in one process (as
+    ``keras-mwat compare`` does) traces nothing per model."""
+    x = km.data.load_embedded().x_test[:16]
+    with caplog.at_level(logging.WARNING, logger="tensorflow"):
+        for seed in range(6):
+            keras.utils.set_random_seed(seed)
+            model = km.zoo.mlp(input_shape=(28, 28, 1), num_classes=10, hidden_units=(8,))
+            y = np.argmax(model.predict(x, verbose=0), axis=1)
+            km.evaluation.masking.input_gradient_norms(model, x, y)
+    assert not [r for r in caplog.records if "retracing" in r.getMessage()]
+
+
+def test_compare_drops_only_the_new_model_trace_warning():
+    from keras_mwat.cli import _NewModelTraceFilter
+
+    def record(message):
+        return logging.LogRecord("tensorflow", logging.WARNING, __file__, 1, message, None, None)
+
+    keras_fn = ("5 out of the last 5 calls to <function TensorFlowTrainer._make_function."
+                "<locals>.multi_step_on_iterator at 0x1> triggered tf.function retracing.")
+    ours = ("5 out of the last 5 calls to <function Attack._function_for.<locals>.run at 0x2>"
+            " triggered tf.function retracing.")
+    assert not _NewModelTraceFilter().filter(record(keras_fn))
+    assert _NewModelTraceFilter().filter(record(ours))
+    assert _NewModelTraceFilter().filter(record("something else"))
