@@ -54,6 +54,7 @@ def train_run(tmp_path_factory):
     return result, models[0] if models else None
 
 
+@pytest.mark.integration
 def test_a_command_prints_no_tensorflow_start_up_lines(train_run):
     result, _ = train_run
     assert result.returncode == 0, result.stderr
@@ -61,6 +62,7 @@ def test_a_command_prints_no_tensorflow_start_up_lines(train_run):
     assert "robust accuracy" in result.stdout
 
 
+@pytest.mark.integration
 def test_import_registers_classes_and_leaves_optional_dependencies_unloaded(train_run):
     saved_model = train_run[1]
     assert saved_model is not None, train_run[0].stderr
