@@ -57,8 +57,6 @@ def test_train_end_to_end_writes_a_run_directory(tmp_path, capsys):
 
 
 def test_parser_rejects_negative_eps():
-    import pytest
-
     with pytest.raises(SystemExit):
         build_parser().parse_args(["train", "--eps", "-0.1"])
 
@@ -168,8 +166,6 @@ def test_best_versus_last_reads_each_run_and_counts_the_last_epoch_wins():
 
 
 def test_compare_rejects_unknown_methods():
-    import pytest
-
     with pytest.raises(SystemExit):
         build_parser().parse_args(["compare", "--methods", "pgd_at,fgsm_at"])
 
