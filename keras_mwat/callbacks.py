@@ -154,7 +154,8 @@ class WeightTensorBoard(keras.callbacks.Callback):
     on the adversarial examples (``margins``); the mean weight of each class
     (``class_mean_weight/<k>``); and the learned weight-vs-margin curve as a Markdown table
     of the mean weight in margin bins (``weight_vs_margin``), also kept in ``self.curves``.
-    Works with every method (uniform methods show weight 1); it trains nothing.
+    Works with every method (uniform methods show weight 1); it trains nothing. Needs
+    tensorboard: ``pip install 'keras-mwat[tensorboard]'`` (or ``[all]``).
 
     Args:
         log_dir: TensorBoard log directory (a ``weights`` subfolder is written).
@@ -176,6 +177,11 @@ class WeightTensorBoard(keras.callbacks.Callback):
         import os
 
         import tensorflow as tf
+
+        from keras_mwat._optional import require
+
+        # tf.summary's histogram, scalar and text ops live in tensorboard (no TF dependency).
+        require("tensorboard", "keras_mwat.callbacks.WeightTensorBoard")
 
         self.writer = tf.summary.create_file_writer(os.path.join(str(log_dir), "weights"))
         self.x = x

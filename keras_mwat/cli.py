@@ -1358,8 +1358,9 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``keras-mwat`` command.
 
     A user error (a usage error, a missing or unreadable ``--model``, an existing ``--out``,
-    data that is not there) ends the command with one line on stderr naming the flag and a
-    non-zero exit status, never a traceback.
+    data that is not there, an optional dependency that is not installed) ends the command
+    with one line on stderr naming the flag or the extra to install and a non-zero exit
+    status, never a traceback.
     """
     _quiet_tensorflow()
     args = _parse(build_parser(), argv)
@@ -1370,7 +1371,12 @@ def main(argv: list[str] | None = None) -> int:
     import keras_mwat
 
     keras_mwat.load()  # a no-op unless launched lazily (keras_mwat_cli): register the classes
-    commands[args.command](args)
+    from keras_mwat._optional import MissingExtraError
+
+    try:
+        commands[args.command](args)
+    except MissingExtraError as error:  # e.g. `tune` without keras-tuner: name the extra
+        raise SystemExit(f"keras-mwat {args.command}: {error}") from None
     return 0
 
 

@@ -1,6 +1,7 @@
 """Figures of a ``keras-mwat compare`` run: what MWAT learned, and how the methods compare.
 
-Seven pictures (issues 8 and 15), drawn with matplotlib's Agg canvas (no display needed):
+Seven pictures (issues 8 and 15), drawn with matplotlib's Agg canvas (no display needed;
+matplotlib comes with the ``figures`` extra: ``pip install 'keras-mwat[figures]'``):
 
 * ``weight_vs_margin``: the learned weight against the Definition 2.2 margin on the model's
   own adversarial examples, next to MAIL's, WMMR's and GAIRAT's fixed weightings;
@@ -37,18 +38,15 @@ from typing import Any
 
 import numpy as np
 
-try:
-    from matplotlib import colormaps
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-    from matplotlib.ticker import MaxNLocator
-except ImportError as error:  # pragma: no cover - matplotlib is in the docs and dev extras
-    raise ImportError(
-        "keras_mwat.figures needs matplotlib: `pip install matplotlib` (or the `docs` or "
-        "`dev` extra of keras-mwat)."
-    ) from error
-
 from keras_mwat import margins, weighting
+from keras_mwat._optional import require
+
+# The `figures` extra: a one-line error naming it when matplotlib is missing.
+require("matplotlib", "keras_mwat.figures")
+from matplotlib import colormaps  # noqa: E402
+from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 __all__ = [
     "FIGURE_NAMES",

@@ -34,15 +34,19 @@ from collections.abc import Sequence
 from typing import Any
 
 import keras
-import keras_tuner
 import numpy as np
 
 from keras_mwat import validation
+from keras_mwat._optional import require
 from keras_mwat.attacks import PGD
 from keras_mwat.data.holdout import holdout_split
 from keras_mwat.methods.mwat import MWATModel
 from keras_mwat.weight_net import WeightNetwork
 from keras_mwat.zoo import mlp, small_cnn
+
+keras_tuner = require("keras_tuner", "keras_mwat.tuning")  # the `tuning` extra
+# keras-tuner imports tensorboard in every trial (TensorFlow backend) without declaring it.
+require("tensorboard", "keras_mwat.tuning", extra="tuning")
 
 __all__ = ["OBJECTIVE_NAME", "MWATHyperModel", "default_meta_size", "objective", "tune"]
 

@@ -141,6 +141,7 @@ def tiny_cifar10(tmp_path):
     return tmp_path / "tfds"
 
 
+@pytest.mark.integration
 def test_documented_cifar_command_runs_and_resumes(tiny_cifar10, tmp_path, capsys):
     (row,) = [argv for argv in _commands() if SMOKE_ROW in " ".join(argv)]
     assert _value(row, "--dataset") == "tfds:cifar10"

@@ -4,6 +4,7 @@ import json
 
 import keras
 import numpy as np
+import pytest
 
 import keras_mwat as km
 from keras_mwat.cli import build_parser, main
@@ -56,12 +57,11 @@ def test_train_end_to_end_writes_a_run_directory(tmp_path, capsys):
 
 
 def test_parser_rejects_negative_eps():
-    import pytest
-
     with pytest.raises(SystemExit):
         build_parser().parse_args(["train", "--eps", "-0.1"])
 
 
+@pytest.mark.integration
 def test_compare_trains_each_method_on_equal_footing(tmp_path, capsys):
     code = main(["compare", "--methods", "pgd_at,trades,gairat", "--epochs", "1",
                  "--subset", "96", "--test-subset", "48", "--train-steps", "2",
@@ -86,6 +86,7 @@ def test_compare_trains_each_method_on_equal_footing(tmp_path, capsys):
         assert (run / method / "seed1" / "model.keras").exists()
 
 
+@pytest.mark.integration
 def test_compare_over_seeds_with_best_checkpoint_and_resume(tmp_path, capsys):
     arguments = ["compare", "--methods", "pgd_at", "--epochs", "2", "--subset", "64",
                  "--test-subset", "32", "--train-steps", "1", "--eval-attacks", "pgd",
@@ -165,8 +166,6 @@ def test_best_versus_last_reads_each_run_and_counts_the_last_epoch_wins():
 
 
 def test_compare_rejects_unknown_methods():
-    import pytest
-
     with pytest.raises(SystemExit):
         build_parser().parse_args(["compare", "--methods", "pgd_at,fgsm_at"])
 
@@ -202,6 +201,7 @@ def test_compare_rejects_a_bad_variant_value_before_training(tmp_path):
     assert not (tmp_path / "pgd_at").exists()
 
 
+@pytest.mark.integration
 def test_compare_runs_ablation_variants(tmp_path):
     variants = ["mwat:meta_objective=adversarial:margin=scalar",
                 "mwat:meta_source=dataset:meta_batch_size=16"]
@@ -226,6 +226,7 @@ def test_compare_runs_ablation_variants(tmp_path):
     assert f"| {variants[0]} | 0 |" in (tmp_path / "compare.md").read_text()
 
 
+@pytest.mark.integration
 def test_tune_runs_trials_with_scores(tmp_path, capsys):
     main(["tune", "--max-trials", "2", "--epochs", "1", "--subset", "96", "--train-steps",
           "1", "--batch-size", "32", "--directory", str(tmp_path)])

@@ -18,6 +18,9 @@ from pathlib import Path
 
 import pytest
 
+# Each example runs in its own process (10-40 s): not in `make test-fast`.
+pytestmark = pytest.mark.integration
+
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples"
 NOTEBOOK = ROOT / "notebooks" / "tutorial.py"

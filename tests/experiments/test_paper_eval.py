@@ -53,6 +53,7 @@ def saved_run(tmp_path_factory):
     return root, classifier, data
 
 
+@pytest.mark.integration
 def test_paper_eval_writes_the_protocol_and_resumes(saved_run, capsys):
     root, classifier, data = saved_run
     arguments = ["paper-eval", str(root), "--dataset", "embedded", "--test-subset", "40",

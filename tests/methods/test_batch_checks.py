@@ -223,6 +223,7 @@ def test_mixed_precision(tiny_data):
         keras.mixed_precision.set_global_policy(previous)
 
 
+@pytest.mark.integration
 def test_under_mirrored_strategy(tmp_path):
     """Two virtual CPUs: the check runs in replica context and the error stays readable."""
     script = textwrap.dedent("""

@@ -18,6 +18,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+# Trains in subprocesses on virtual devices and workers: not in `make test-fast`.
+pytestmark = pytest.mark.integration
+
 SCRIPT = Path(__file__).with_name("distribute_script.py")
 ROOT = SCRIPT.parents[2]
 TIMEOUT = 600

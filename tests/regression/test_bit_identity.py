@@ -107,6 +107,7 @@ def test_comparison_detects_a_one_ulp_change(recorded):
     assert len(_differences(recorded, changed)) == 1
 
 
+@pytest.mark.integration
 def test_training_attacks_and_evaluation_are_bit_identical(recorded, fresh):
     problems = _differences(recorded, fresh)
     assert not problems, "\n".join(problems)
