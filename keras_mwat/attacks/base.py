@@ -28,11 +28,10 @@ written once, here.
 from __future__ import annotations
 
 import copy
-import dataclasses
 import warnings
 import weakref
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import keras
 import numpy as np
@@ -98,12 +97,11 @@ class _Perturb:
         return self.attack.perturb(lambda z: _model_fn(self.model_ref())(z), x, y)
 
 
-@dataclasses.dataclass(frozen=True)
-class AttackTrace:
+class AttackTrace(NamedTuple):
     """What an iterative attack recorded along its iterates, per sample.
 
-    Returned by ``Attack.perturb_with_trace`` (graph-safe: its fields are tensors when the
-    attack runs in a ``tf.function``).
+    Returned by ``Attack.perturb_with_trace``. A named tuple, so a ``tf.function`` can
+    return it (``num_steps`` then comes back as a scalar tensor).
 
     Attributes:
         correct_steps: int32 tensor of shape (n,): the number of iterations (0 to
