@@ -16,7 +16,8 @@ class EpsilonWarmup(keras.callbacks.Callback):
     Adversarial training at a large radius from scratch can stall at chance level (MNIST at
     eps 0.3 is the classic case); a short linear warm-up of the radius avoids it. The ramp
     scales the attack's eps and step size together, batch by batch, through the model's
-    ``attack_strength`` variable; evaluation (``test_step``) always uses the full radius.
+    ``attack_strength`` variable: training attacks with ``attack.scaled(attack_strength)``, the
+    same attack on a smaller ball. Evaluation (``test_step``) always uses the full radius.
 
     Args:
         epochs: Number of epochs over which the radius grows to its full value.
@@ -441,11 +442,9 @@ class WeightHistory(keras.callbacks.Callback):
         x = tf.convert_to_tensor(x)
         y = tf.convert_to_tensor(y, dtype=tf.int32)
         logits_clean = model.classifier(x, training=False)
-        x_adv = tf.stop_gradient(model.attack.perturb(
+        x_adv = tf.stop_gradient(model.training_attack().perturb(
             model.classifier_fn(training=False), x, y, seed=generator,
-            loss_fn=model.attack_loss(x, y, logits_clean),
-            strength=tf.convert_to_tensor(model.attack_strength),
-            init=model.objective.attack_init))
+            loss_fn=model.attack_loss(x, y, logits_clean)))
         logits_adv = model.classifier(x_adv, training=False)
         steps = {
             "weight": TrainingStep(x=x, y=y, x_adv=x_adv, logits_clean=logits_clean,

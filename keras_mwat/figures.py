@@ -194,34 +194,18 @@ def binned_mean(values, weights, edges) -> tuple[np.ndarray, np.ndarray, np.ndar
 
 
 # ------------------------------------------------------------- what MWAT learned
-def _rerun_attack(model, x, labels, generator, state, with_kappa: bool):
-    """The model's training attack of ``(x, labels)`` from generator ``state``:
-    (adversarial logits, kappa or None), as ``inspect_weights`` runs it."""
-    import tensorflow as tf
-
-    generator.state.assign(state)
-    inputs = tf.convert_to_tensor(x)
-    logits_clean = model.classifier(inputs, training=False)
-    result = model.attack.perturb(
-        model.classifier_fn(training=False), inputs, labels, seed=generator,
-        loss_fn=model.attack_loss(inputs, labels, logits_clean), return_kappa=with_kappa,
-        strength=tf.convert_to_tensor(model.attack_strength), init=model.objective.attack_init)
-    x_adv, kappa = result if with_kappa else (result, None)
-    return model.classifier(x_adv, training=False), kappa
-
-
 def inspect_with_kappa(model, x, y) -> dict[str, Any]:
     """``model.inspect_weights(x, y)`` plus the adversarial predictions and GAIRAT's kappa.
 
     ``inspect_weights`` runs the model's training attack and returns ``margin``
     (Definition 2.2 on the adversarial logits), ``weight`` (normalised over the points, as in
-    training) and ``y``. To get each point's predicted class on its adversarial example and
-    its kappa (number of attack iterates classified correctly), the attack is run a second
-    time from the same state of its random generator (with ``return_kappa=True`` when the
-    attack counts kappa); the margins of that run are checked to equal those of
-    ``inspect_weights``, so ``prediction[i]`` and ``kappa[i]`` belong to the very adversarial
-    example behind ``margin[i]``. The generator is left as ``inspect_weights`` alone would
-    leave it.
+    training) and ``y``. The same single attack run also gives each point's predicted class
+    on its adversarial example and, when the attack records a trace
+    (``Attack.perturb_with_trace``: PGD, FGSM, CWPGD), its kappa (the trace's
+    ``correct_steps``: the number of attack iterates classified correctly). So
+    ``prediction[i]`` and ``kappa[i]`` belong to the very adversarial example behind
+    ``margin[i]``, and the attack's random generator advances exactly as in
+    ``inspect_weights``.
 
     Args:
         model: A ``keras_mwat`` training model (``AdversarialTrainingModel``).
@@ -230,10 +214,9 @@ def inspect_with_kappa(model, x, y) -> dict[str, Any]:
 
     Returns:
         A dict of NumPy arrays ``margin``, ``weight``, ``y``, ``prediction`` (int, (n,): the
-        class predicted on each adversarial example; None if the second run did not
-        reproduce the first), ``kappa`` (int, (n,); None when the attack has no
-        ``num_steps`` or cannot count kappa, e.g. APGD), and ``num_steps`` (the attack's K,
-        or None).
+        class predicted on each adversarial example), ``kappa`` (int, (n,); None when the
+        attack records no trace, e.g. APGD), and ``num_steps`` (the attack's K, or None
+        when it has no ``num_steps``).
 
     Example:
     ```python
@@ -241,42 +224,13 @@ def inspect_with_kappa(model, x, y) -> dict[str, Any]:
     info["margin"], info["weight"], info["prediction"], info["kappa"]
     ```
     """
-    import tensorflow as tf
-
-    generator = model.attack.seed_generator
-    before = np.array(generator.state.numpy())
-    inspected = dict(model.inspect_weights(x, y))
+    details = model._inspect(x, y, trace=True)
+    inspected = {key: details[key] for key in ("margin", "weight", "y")}
     num_steps = getattr(model.attack, "num_steps", None)
     inspected["num_steps"] = None if num_steps is None else int(num_steps)
-    inspected["kappa"] = None
-    inspected["prediction"] = None
-    after = np.array(generator.state.numpy())
-    labels = tf.convert_to_tensor(inspected["y"], dtype=tf.int32)
-    try:
-        try:
-            logits_adv, kappa = _rerun_attack(model, x, labels, generator, before,
-                                              with_kappa=num_steps is not None)
-        except (ValueError, TypeError, NotImplementedError) as error:
-            if num_steps is None:
-                raise
-            print(f"figures: no kappa from {type(model.attack).__name__} ({error})")
-            logits_adv, kappa = _rerun_attack(model, x, labels, generator, before,
-                                              with_kappa=False)
-        margin = _numpy(margins.probability_margin(labels, logits_adv))
-    except (ValueError, TypeError, NotImplementedError) as error:
-        print(f"figures: no adversarial predictions from {type(model.attack).__name__} "
-              f"({error})")
-        return inspected
-    finally:
-        generator.state.assign(after)
-    if np.allclose(margin, inspected["margin"], atol=1e-5):
-        inspected["prediction"] = _numpy(tf.argmax(logits_adv, axis=1)).astype(np.int64)
-        if kappa is not None:
-            inspected["kappa"] = _numpy(kappa).astype(np.int64)
-    else:
-        print("figures: the second attack run did not reproduce the inspected adversarial "
-              "examples; no adversarial predictions, and GAIRAT is drawn on its own kappa "
-              "axis only")
+    kappa = details["kappa"]
+    inspected["kappa"] = None if kappa is None else np.asarray(kappa).astype(np.int64)
+    inspected["prediction"] = np.asarray(details["prediction"]).astype(np.int64)
     return inspected
 
 

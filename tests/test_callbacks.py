@@ -35,8 +35,8 @@ def test_strength_scales_the_radius(strength, tiny_data):
     classifier = make_cnn()
     x = tf.constant(tiny_data.x_train[:8])
     y = tf.constant(tiny_data.y_train[:8])
-    x_adv = attack.perturb(lambda z: classifier(z, training=False), x, y,
-                           strength=tf.constant(strength))
+    x_adv = attack.scaled(tf.constant(strength)).perturb(
+        lambda z: classifier(z, training=False), x, y)
     distance = np.abs(x_adv.numpy() - x.numpy()).max()
     assert distance <= 0.3 * strength + 1e-6
     if strength > 0:

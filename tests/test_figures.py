@@ -128,6 +128,26 @@ def test_inspect_with_kappa_pairs_kappa_with_the_inspected_points(model, data, i
     assert not np.array_equal(state, model.attack.seed_generator.state.numpy())
 
 
+def test_inspect_with_kappa_runs_the_attack_once_with_its_trace(model, data):
+    """No second run from a rewound generator: the margins, weights, predictions and kappa
+    all come from the one attack run of ``inspect_weights``."""
+    x, y = data.x_test[:8], data.y_test[:8]
+    generator = model.attack.seed_generator
+    start = generator.state.numpy().copy()
+    plain = model.inspect_weights(x, y)
+    advanced = generator.state.numpy().copy()
+    generator.state.assign(start)
+    info = figures.inspect_with_kappa(model, x, y)
+    np.testing.assert_array_equal(generator.state.numpy(), advanced)
+    assert not np.array_equal(start, advanced)
+    for key in ("margin", "weight", "y"):
+        np.testing.assert_array_equal(info[key], plain[key])
+    # The predictions belong to the same adversarial examples: misclassified iff margin < 0.
+    assert info["prediction"].dtype == np.int64 and info["kappa"].dtype == np.int64
+    np.testing.assert_array_equal(info["prediction"] != info["y"], info["margin"] < 0)
+    assert info["kappa"].max() <= NUM_STEPS
+
+
 def test_weight_vs_margin_plots_the_library_weightings(model, data, inspected):
     figure, plotted = figures.weight_vs_margin(model, *data.test, inspected=inspected, bins=10)
     assert len(figure.axes) >= 2

@@ -13,6 +13,10 @@ import keras_mwat as km
 
 attack = km.attacks.PGD(eps=8 / 255, step_size=2 / 255, num_steps=10, seed=0)
 x_adv = attack(model, x, y)                     # standalone, NumPy or tensors
+model_fn = lambda z: model(z, training=False)
+x_adv = attack.perturb(model_fn, x, y, seed=None, loss_fn=None)   # graph-safe, tensors
+x_adv, trace = attack.perturb_with_trace(model_fn, x, y)   # trace.correct_steps: kappa
+x_adv = attack.scaled(0.5).perturb(model_fn, x, y)          # half the radius (warm-up)
 x_adv = km.attacks.pgd(lambda z: model(z, training=False), x, y,
                        eps=8 / 255, step_size=2 / 255, num_steps=10)   # functional
 ```
@@ -23,7 +27,7 @@ from __future__ import annotations
 import keras
 
 from keras_mwat.attacks.apgd import apgd
-from keras_mwat.attacks.base import APGD, CWPGD, FGSM, PGD, Attack
+from keras_mwat.attacks.base import APGD, CWPGD, FGSM, PGD, Attack, AttackTrace
 from keras_mwat.attacks.cleverhans import CleverhansAttack
 from keras_mwat.attacks.fab import FAB, fab, hyperplane_projection
 from keras_mwat.attacks.pgd import pgd
@@ -43,6 +47,7 @@ __all__ = [
     "FGSM",
     "PGD",
     "Attack",
+    "AttackTrace",
     "CleverhansAttack",
     "FAB",
     "Square",

@@ -12,14 +12,26 @@ An ``Attack`` has two entry points:
 
 * ``attack(model, x, y)`` for standalone use on any Keras model that outputs logits; it
   validates NumPy or tensor inputs and runs a ``tf.function`` cached per model.
-* ``attack.perturb(model_fn, x, y, seed=...)``, graph-safe (tensors in, tensors out), used
-  by the training models inside their ``train_step``.
+* ``attack.perturb(model_fn, x, y, seed=None, loss_fn=None)``, graph-safe (tensors in,
+  tensors out), used by the training models inside their ``train_step``: the model function,
+  the batch, the seed and the loss to maximise, nothing method-specific.
+
+What a training method adapts, it adapts through the attack object, never through
+``perturb``'s arguments: ``attack.scaled(fraction)`` is the same attack on a smaller ball
+(the epsilon warm-up), ``attack.with_init("normal")`` the same attack from another random
+start (TRADES's ``x + 0.001 N(0, 1)``), and ``attack.perturb_with_trace(...)`` also returns
+what the iterations recorded (an ``AttackTrace``: GAIRAT's kappa). Subclasses implement one
+hook, ``_perturb``, with their own settings; ``perturb`` and ``perturb_with_trace`` are
+written once, here.
 """
 
 from __future__ import annotations
 
+import copy
+import warnings
 import weakref
 from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import keras
 import numpy as np
@@ -85,14 +97,60 @@ class _Perturb:
         return self.attack.perturb(lambda z: _model_fn(self.model_ref())(z), x, y)
 
 
+class AttackTrace(NamedTuple):
+    """What an iterative attack recorded along its iterates, per sample.
+
+    Returned by ``Attack.perturb_with_trace``. A named tuple, so a ``tf.function`` can
+    return it (``num_steps`` then comes back as a scalar tensor).
+
+    Attributes:
+        correct_steps: int32 tensor of shape (n,): the number of iterations (0 to
+            ``num_steps``) that started from an iterate the model classified correctly.
+            This is GAIRAT's geometry value kappa (Zhang et al., ICLR 2021): small for
+            points that the attack pushes across the boundary early. With restarts, that of
+            the restart kept for the sample.
+        num_steps: The number of iterations of a run (GAIRAT's K).
+
+    Example:
+
+    ```python
+    attack = keras_mwat.attacks.PGD(eps=0.3, step_size=0.1, num_steps=10, seed=0)
+    x_adv, trace = attack.perturb_with_trace(lambda z: model(z, training=False), x, y)
+    weights = keras_mwat.weighting.gairat(trace.correct_steps, trace.num_steps)
+    ```
+    """
+
+    correct_steps: Any
+    num_steps: int
+
+
+#: The keyword arguments ``perturb`` took before issue 16, and what replaces each.
+_DEPRECATED_PERTURB_ARGUMENTS = {
+    "return_kappa": "call `attack.perturb_with_trace(...)`; kappa is its trace's `correct_steps`",
+    "strength": "call `attack.scaled(strength).perturb(...)`",
+    "init": "call `attack.with_init(init).perturb(...)`",
+}
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, int | float | np.integer | np.floating) and not isinstance(
+        value, bool | np.bool_)
+
+
 @keras.saving.register_keras_serializable(package="keras_mwat")
 class Attack:
     """Base class of the attacks: common hyperparameters, validation and standalone use.
 
-    Subclasses implement ``perturb`` and extend ``get_config``. Every attack takes
-    ``eps`` (radius of the ball), ``norm`` (``"linf"`` or ``"l2"``), ``value_range`` (the
-    ``(low, high)`` box of valid inputs, or None) and ``seed`` (an int for reproducible
-    random draws, or None).
+    Every attack takes ``eps`` (radius of the ball), ``norm`` (``"linf"`` or ``"l2"``),
+    ``value_range`` (the ``(low, high)`` box of valid inputs, or None) and ``seed`` (an int
+    for reproducible random draws, or None).
+
+    One call for all attacks: ``perturb(model_fn, x, y, seed=None, loss_fn=None)`` (and
+    ``perturb_with_trace`` with the same arguments, for attacks that record their
+    iterates) is implemented here, once. A subclass implements the hook
+    ``_perturb(model_fn, x, y, *, seed, loss_fn, trace)`` with its own settings, returning
+    ``(x_adv, AttackTrace or None)``; it reads its radius through ``self._radius(length)``
+    so that ``scaled`` views work, and extends ``get_config``.
 
     Args:
         eps: Radius of the perturbation ball, >= 0.
@@ -104,14 +162,21 @@ class Attack:
 
     ```python
     class Noise(Attack):
-        def perturb(self, model_fn, x, y, seed=None, loss_fn=None, return_kappa=False):
-            gen = seed or self.seed_generator
-            delta = primitives.random_start(tf.shape(x), self.eps, self.norm, gen, x.dtype)
-            return tf.stop_gradient(primitives.clip_to_range(x + delta, self.value_range))
+        def _perturb(self, model_fn, x, y, *, seed, loss_fn, trace):
+            gen = self.seed_generator if seed is None else seed
+            eps = self._radius(self.eps)
+            delta = primitives.random_start(tf.shape(x), eps, self.norm, gen, x.dtype)
+            return primitives.clip_to_range(x + delta, self.value_range), None
 
     x_adv = Noise(eps=0.1)(model, x, y)
     ```
     """
+
+    #: Whether ``perturb_with_trace`` is available (iterative gradient attacks: PGD).
+    records_trace = False
+    # Views (``scaled``, ``with_init``): the fraction of the radius, and the attack they view.
+    _fraction = None
+    _root = None
 
     def __init__(self, eps=8 / 255, norm="linf", value_range=(0.0, 1.0), seed=None):
         self.eps = validation.check_nonnegative(eps, "eps")
@@ -123,41 +188,205 @@ class Attack:
 
     @property
     def seed_generator(self) -> keras.random.SeedGenerator:
-        """The attack's own ``SeedGenerator(self.seed)``, created on first use."""
+        """The attack's own ``SeedGenerator(self.seed)``, created on first use.
+
+        Views made by ``scaled`` and ``with_init`` share the generator of their attack.
+        """
+        if self._root is not None:
+            return self._root.seed_generator
         if self._seed_generator is None:
             # Created outside any tf.function being traced, so a first use in a graph works.
             with tf.init_scope():
                 self._seed_generator = keras.random.SeedGenerator(self.seed)
         return self._seed_generator
 
+    # ------------------------------------------------------------------ the call
     def perturb(
         self,
         model_fn: Callable[[tf.Tensor], tf.Tensor],
         x: tf.Tensor,
         y: tf.Tensor,
-        seed: keras.random.SeedGenerator | None = None,
+        seed: keras.random.SeedGenerator | Any | None = None,
         loss_fn: Callable[[tf.Tensor, tf.Tensor], tf.Tensor] | None = None,
-        return_kappa: bool = False,
-        strength=None,
-        init: str | None = None,
-    ):
+        **deprecated,
+    ) -> tf.Tensor:
         """Returns adversarial inputs for a batch; graph-safe, tensors in and out.
 
         Args:
             model_fn: Maps a batch to logits, e.g. ``lambda z: model(z, training=False)``.
             x: Clean inputs, shape (n, ...).
             y: Integer labels, shape (n,).
-            seed: A ``keras.random.SeedGenerator`` to draw from; None uses the attack's own.
-            loss_fn: Per-sample loss ``loss_fn(y, logits)`` to maximise, or None for the
-                attack's default.
-            return_kappa: Also return the per-sample count of correctly classified
-                iterates (see ``pgd``), when the attack supports it.
-            strength: Optional scalar in [0, 1] (a tensor or variable) multiplying the
-                attack's radius and step size, for an epsilon warm-up during training.
-            init: Optional override of the random start ("uniform" or "normal"), for
-                methods whose attack prescribes its start (TRADES: ``x + 0.001 N(0, 1)``).
+            seed: Where the random draws come from: a ``keras.random.SeedGenerator``, a
+                stateless seed (an int or a shape-(2,) int tensor), or None for the
+                attack's own generator (``seed_generator``).
+            loss_fn: Per-sample loss ``loss_fn(y, logits)`` of shape (n,) to maximise, or
+                None for the attack's own. Attacks that maximise no loss (FAB) raise.
+            **deprecated: ``return_kappa``, ``strength`` and ``init``, the method-specific
+                arguments of earlier releases: they still work, with a
+                ``DeprecationWarning``; use ``perturb_with_trace``, ``scaled`` and
+                ``with_init`` instead.
+
+        Returns:
+            ``x_adv``, shape and dtype of ``x``, inside the ball and ``value_range``.
+
+        Example:
+
+        ```python
+        attack = keras_mwat.attacks.PGD(eps=0.3, step_size=0.1, num_steps=10)
+        x_adv = attack.perturb(lambda z: model(z, training=False), x, y,
+                               seed=keras.random.SeedGenerator(0))
+        ```
         """
-        raise NotImplementedError(f"{type(self).__name__} must implement `perturb`.")
+        if deprecated:
+            return self._deprecated_perturb(model_fn, x, y, seed, loss_fn, deprecated)
+        x_adv, _ = self._perturb(model_fn, x, y, seed=seed, loss_fn=loss_fn, trace=False)
+        return x_adv
+
+    def perturb_with_trace(
+        self,
+        model_fn: Callable[[tf.Tensor], tf.Tensor],
+        x: tf.Tensor,
+        y: tf.Tensor,
+        seed: keras.random.SeedGenerator | Any | None = None,
+        loss_fn: Callable[[tf.Tensor, tf.Tensor], tf.Tensor] | None = None,
+    ) -> tuple[tf.Tensor, AttackTrace]:
+        """``perturb``, plus the ``AttackTrace`` of the iterates (same arguments).
+
+        The adversarial inputs are those ``perturb`` returns for the same seed.
+
+        Returns:
+            ``(x_adv, trace)``.
+
+        Raises:
+            ValueError: The attack records no trace (``records_trace`` is False: APGD,
+                FAB, Square, CleverhansAttack).
+
+        Example:
+
+        ```python
+        x_adv, trace = attack.perturb_with_trace(lambda z: model(z, training=False), x, y)
+        trace.correct_steps  # (n,) int32: GAIRAT's kappa
+        ```
+        """
+        if not self.records_trace:
+            raise ValueError(
+                f"{type(self).__name__} records no trace of its iterates (GAIRAT's kappa "
+                "counts correctly classified PGD iterates); use PGD, FGSM or CWPGD."
+            )
+        return self._perturb(model_fn, x, y, seed=seed, loss_fn=loss_fn, trace=True)
+
+    def _perturb(self, model_fn, x, y, *, seed, loss_fn, trace: bool):
+        """The subclass hook behind ``perturb`` and ``perturb_with_trace``.
+
+        Args:
+            model_fn, x, y, seed, loss_fn: As in ``perturb`` (``seed`` may be None: the
+                attack's own ``seed_generator``).
+            trace: Whether to return an ``AttackTrace`` (only asked of attacks whose
+                ``records_trace`` is True).
+
+        Returns:
+            ``(x_adv, AttackTrace or None)``.
+        """
+        raise NotImplementedError(f"{type(self).__name__} must implement `_perturb`.")
+
+    def _deprecated_perturb(self, model_fn, x, y, seed, loss_fn, options: dict):
+        unknown = sorted(set(options) - set(_DEPRECATED_PERTURB_ARGUMENTS))
+        if unknown:
+            raise TypeError(
+                f"{type(self).__name__}.perturb() got an unexpected keyword argument "
+                f"{unknown[0]!r}; it takes model_fn, x, y, seed and loss_fn."
+            )
+        advice = "; ".join(f"`{name}=`: {_DEPRECATED_PERTURB_ARGUMENTS[name]}"
+                           for name in sorted(options))
+        warnings.warn(
+            f"{type(self).__name__}.perturb's method-specific arguments are deprecated and "
+            f"will be removed in the next release ({advice}).",
+            DeprecationWarning,
+            stacklevel=3,
+        )
+        attack = self
+        if options.get("strength") is not None:
+            attack = attack.scaled(options["strength"])
+        if options.get("init") is not None:
+            attack = attack.with_init(options["init"])
+        if options.get("return_kappa"):
+            x_adv, trace = attack.perturb_with_trace(model_fn, x, y, seed=seed, loss_fn=loss_fn)
+            return x_adv, trace.correct_steps
+        return attack.perturb(model_fn, x, y, seed=seed, loss_fn=loss_fn)
+
+    # ------------------------------------------------------------------ views
+    def scaled(self, fraction) -> Attack:
+        """The same attack on the ball of radius ``fraction * eps``: the epsilon warm-up.
+
+        Every length of the attack shrinks by ``fraction``: the radius, and with it PGD's
+        step size (APGD, FAB and Square derive their steps from the radius; a
+        ``CleverhansAttack`` runs in coordinates scaled by ``fraction``). The view shares
+        the attack's random generator; its ``eps`` and ``get_config`` stay the configured
+        ones (``repr`` shows the fraction). Scaling a view multiplies the fractions.
+
+        Args:
+            fraction: A number in [0, 1], or a scalar float tensor or variable (read at
+                every call: ``keras_mwat.callbacks.EpsilonWarmup`` ramps the model's
+                ``attack_strength`` variable from 0 to 1).
+
+        Returns:
+            An ``Attack`` of the same class.
+
+        Example:
+
+        ```python
+        attack = keras_mwat.attacks.PGD(eps=0.3, step_size=0.01, num_steps=40)
+        x_adv = attack.scaled(0.5).perturb(model_fn, x, y)   # radius 0.15, step 0.005
+        ```
+        """
+        if _is_number(fraction):
+            if not 0.0 <= float(fraction) <= 1.0:
+                raise ValueError(
+                    f"`fraction` must be in [0, 1] (a smaller radius than eps={self.eps!r}), "
+                    f"got fraction={fraction!r}."
+                )
+        elif not hasattr(fraction, "dtype"):
+            raise TypeError(
+                "`fraction` must be a number in [0, 1] or a scalar float tensor or variable, "
+                f"got fraction={fraction!r} ({type(fraction).__name__})."
+            )
+        view = self._view()
+        view._fraction = fraction if self._fraction is None else self._fraction * fraction
+        return view
+
+    def with_init(self, init: str) -> Attack:
+        """The same attack drawing its random start from ``init``.
+
+        ``"uniform"`` is uniform in the ball; ``"normal"`` is ``x + 0.001 * N(0, 1)`` (the
+        start TRADES prescribes, chosen by ``TRADESObjective``). Attacks whose start is
+        part of their algorithm (APGD, FAB, Square, CleverhansAttack) and attacks without
+        a random start return themselves.
+
+        Args:
+            init: ``"uniform"`` or ``"normal"``.
+
+        Returns:
+            An ``Attack`` of the same class (``self`` when nothing changes).
+
+        Example:
+
+        ```python
+        trades_attack = keras_mwat.attacks.PGD(eps=0.3, step_size=0.05).with_init("normal")
+        ```
+        """
+        validation.check_choice(init, "init", INITS)
+        return self
+
+    def _view(self) -> Attack:
+        """A shallow copy of this attack sharing its random generator (``scaled``, ...)."""
+        view = copy.copy(self)
+        view._functions = weakref.WeakKeyDictionary()
+        view._root = self if self._root is None else self._root
+        return view
+
+    def _radius(self, length):
+        """``length`` (a radius or a step size) times the view's fraction, if any."""
+        return length if self._fraction is None else length * self._fraction
 
     def __call__(self, model, x, y, batch_size: int | None = None) -> tf.Tensor:
         """Attacks ``model`` on ``(x, y)``; NumPy arrays or tensors in, a tensor out.
@@ -267,7 +496,8 @@ class Attack:
 
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
-        return f"{type(self).__name__}({args})"
+        scaled = "" if self._fraction is None else f".scaled({self._fraction!r})"
+        return f"{type(self).__name__}({args}){scaled}"
 
 
 @keras.saving.register_keras_serializable(package="keras_mwat")
@@ -296,6 +526,8 @@ class PGD(Attack):
     ```
     """
 
+    records_trace = True
+
     def __init__(
         self,
         eps=8 / 255,
@@ -315,28 +547,15 @@ class PGD(Attack):
         self.num_restarts = validation.check_int(num_restarts, "num_restarts", minimum=1)
         self.init = validation.check_choice(init, "init", INITS)
 
-    def perturb(
-        self,
-        model_fn: Callable[[tf.Tensor], tf.Tensor],
-        x: tf.Tensor,
-        y: tf.Tensor,
-        seed: keras.random.SeedGenerator | None = None,
-        loss_fn: Callable[[tf.Tensor, tf.Tensor], tf.Tensor] | None = None,
-        return_kappa: bool = False,
-        strength=None,
-        init: str | None = None,
-    ):
-        """Runs ``pgd`` with this attack's settings (see ``Attack.perturb``).
-
-        Returns:
-            ``x_adv``, or ``(x_adv, kappa)`` when ``return_kappa`` is True.
-        """
-        return pgd(
+    def _perturb(self, model_fn, x, y, *, seed, loss_fn, trace: bool):
+        """Runs ``pgd`` with this attack's settings (see ``Attack._perturb``); the trace
+        counts the correctly classified iterates (``pgd``'s ``return_kappa``)."""
+        result = pgd(
             model_fn,
             x,
             y,
-            eps=self.eps if strength is None else self.eps * strength,
-            step_size=self.step_size if strength is None else self.step_size * strength,
+            eps=self._radius(self.eps),
+            step_size=self._radius(self.step_size),
             num_steps=self.num_steps,
             norm=self.norm,
             random_start=self.random_start,
@@ -344,9 +563,22 @@ class PGD(Attack):
             value_range=self.value_range,
             loss_fn=loss_fn,
             seed=self.seed_generator if seed is None else seed,
-            init=self.init if init is None else init,
-            return_kappa=return_kappa,
+            init=self.init,
+            return_kappa=trace,
         )
+        if not trace:
+            return result, None
+        x_adv, kappa = result
+        return x_adv, AttackTrace(correct_steps=kappa, num_steps=self.num_steps)
+
+    def with_init(self, init: str) -> Attack:
+        """The same PGD drawing its random start from ``init`` (see ``Attack.with_init``)."""
+        init = validation.check_choice(init, "init", INITS)
+        if init == self.init or not self.random_start:
+            return self
+        view = self._view()
+        view.init = init
+        return view
 
     def get_config(self) -> dict:
         """Returns the constructor arguments."""
@@ -416,13 +648,10 @@ class CWPGD(PGD):
     ```
     """
 
-    def perturb(self, model_fn, x, y, seed=None, loss_fn=None, return_kappa=False,
-                strength=None, init=None):
-        """Runs ``pgd`` on ``losses.cw_margin`` (or ``loss_fn``; see ``Attack.perturb``)."""
-        return super().perturb(
-            model_fn, x, y, seed=seed, loss_fn=loss_fn or losses.cw_margin,
-            return_kappa=return_kappa, strength=strength, init=init,
-        )
+    def _perturb(self, model_fn, x, y, *, seed, loss_fn, trace: bool):
+        """Runs ``pgd`` on ``losses.cw_margin`` (or ``loss_fn``; see ``Attack._perturb``)."""
+        return super()._perturb(model_fn, x, y, seed=seed, loss_fn=loss_fn or losses.cw_margin,
+                                trace=trace)
 
 
 @keras.saving.register_keras_serializable(package="keras_mwat")
@@ -480,22 +709,19 @@ class APGD(Attack):
         if self.rho > 1:
             raise ValueError(f"`rho` must be in (0, 1], got rho={rho!r}.")
 
-    def perturb(self, model_fn, x, y, seed=None, loss_fn=None, return_kappa=False,
-                strength=None, init=None):
-        """Runs ``apgd`` with this attack's settings (see ``Attack.perturb``).
+    def _perturb(self, model_fn, x, y, *, seed, loss_fn, trace: bool):
+        """Runs ``apgd`` with this attack's settings (see ``Attack._perturb``).
 
-        ``loss_fn`` replaces the attack's loss (untargeted only); ``return_kappa`` is not
-        supported; ``init`` is ignored (APGD has its own start).
+        ``loss_fn`` replaces the attack's loss (untargeted only); APGD has its own start
+        and records no trace.
         """
-        if return_kappa:
-            raise ValueError("APGD does not count GAIRAT's kappa; use PGD for GAIRAT.")
         if loss_fn is not None and self.targeted:
             raise ValueError("A targeted APGD uses its own loss; `loss_fn` must be None.")
-        return apgd(
+        x_adv = apgd(
             model_fn,
             x,
             y,
-            eps=self.eps if strength is None else self.eps * strength,
+            eps=self._radius(self.eps),
             num_steps=self.num_steps,
             norm=self.norm,
             num_restarts=self.num_restarts,
@@ -507,6 +733,7 @@ class APGD(Attack):
             seed=self.seed_generator if seed is None else seed,
             loss_fn=loss_fn,
         )
+        return x_adv, None
 
     def get_config(self) -> dict:
         """Returns the constructor arguments."""

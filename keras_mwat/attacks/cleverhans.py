@@ -76,7 +76,7 @@ _MANAGED = {
     "clip_min": "use value_range=(clip_min, clip_max)",
     "clip_max": "use value_range=(clip_min, clip_max)",
 }
-# Smallest input-space scale of an epsilon warm-up (strength 0 still projects to x).
+# Smallest input-space scale of a `scaled(fraction)` view (fraction 0 still projects to x).
 _MIN_SCALE = 1e-6
 
 
@@ -237,33 +237,19 @@ class CleverhansAttack(Attack):
     def _accepts(self, name: str) -> bool:
         return self._parameters is None or name in self._parameters
 
-    def perturb(
-        self,
-        model_fn: Callable[[tf.Tensor], tf.Tensor],
-        x: tf.Tensor,
-        y: tf.Tensor,
-        seed: keras.random.SeedGenerator | None = None,
-        loss_fn: Callable[[tf.Tensor, tf.Tensor], tf.Tensor] | None = None,
-        return_kappa: bool = False,
-        strength=None,
-        init: str | None = None,
-    ) -> tf.Tensor:
-        """Runs the CleverHans attack on a batch (see ``Attack.perturb``); graph-safe.
+    def _perturb(self, model_fn, x, y, *, seed, loss_fn, trace: bool):
+        """Runs the CleverHans attack on a batch (see ``Attack._perturb``); graph-safe.
 
         ``loss_fn`` is passed to ``fn`` as its ``loss_fn`` (as ``loss_fn(labels=, logits=)``)
-        and raises for functions without one (``momentum_iterative_method``). ``strength``
-        scales ``eps``, ``eps_iter`` and ``rand_minmax``. ``seed`` and ``init`` are ignored
-        (CleverHans draws its own start); ``return_kappa=True`` raises.
+        and raises for functions without one (``momentum_iterative_method``). A ``scaled``
+        view scales ``eps``, ``eps_iter`` and ``rand_minmax``. ``seed`` is ignored
+        (CleverHans draws its own start) and there is no trace.
 
         Returns:
-            ``x_adv``, with the shape and dtype of ``x``.
+            ``(x_adv, None)``, ``x_adv`` with the shape and dtype of ``x``.
         """
+        strength = self._fraction
         label = self.fn_name or getattr(self.fn, "__name__", "fn")
-        if return_kappa:
-            raise ValueError(
-                f"CleverhansAttack({label!r}) does not compute `kappa` (GAIRAT's count of "
-                "correctly classified PGD iterates); use keras_mwat.attacks.PGD with GAIRAT."
-            )
         x = tf.stop_gradient(tf.convert_to_tensor(x))
         labels = _class_indices(y)
         kwargs = dict(self.kwargs)
@@ -306,7 +292,7 @@ class CleverhansAttack(Attack):
         if strength is not None:
             eps = eps * tf.cast(strength, x.dtype)
         delta = primitives.project(x_adv - x, eps, self.norm)
-        return tf.stop_gradient(primitives.clip_to_range(x + delta, self.value_range))
+        return tf.stop_gradient(primitives.clip_to_range(x + delta, self.value_range)), None
 
     def get_config(self) -> dict:
         """Returns the constructor arguments (``fn`` as its name when it has one)."""

@@ -433,40 +433,22 @@ class FAB(Attack):
         if self.beta > 1:
             raise ValueError(f"`beta` must be in (0, 1], got beta={beta!r}.")
 
-    def perturb(
-        self,
-        model_fn: Callable[[tf.Tensor], tf.Tensor],
-        x: tf.Tensor,
-        y: tf.Tensor,
-        seed: keras.random.SeedGenerator | None = None,
-        loss_fn: Callable[[tf.Tensor, tf.Tensor], tf.Tensor] | None = None,
-        return_kappa: bool = False,
-        strength=None,
-        init: str | None = None,
-    ) -> tf.Tensor:
-        """Runs ``fab`` with this attack's settings (see ``Attack.perturb``).
+    def _perturb(self, model_fn, x, y, *, seed, loss_fn, trace: bool):
+        """Runs ``fab`` with this attack's settings (see ``Attack._perturb``).
 
-        FAB maximises no loss, so ``loss_fn`` must be None and ``return_kappa`` False;
-        ``init`` is ignored (FAB starts at the clean input); ``strength`` scales ``eps``.
-
-        Returns:
-            ``x_adv``.
+        FAB maximises no loss, so ``loss_fn`` must be None; it starts at the clean input
+        and records no trace.
         """
-        if return_kappa:
-            raise ValueError(
-                "FAB does not compute `kappa` (GAIRAT's count of correctly classified PGD "
-                "iterates); use a gradient attack such as PGD with GAIRAT."
-            )
         if loss_fn is not None:
             raise ValueError(
                 "FAB searches the closest decision boundary and maximises no loss; "
                 f"`loss_fn` must be None, got loss_fn={loss_fn!r}."
             )
-        return fab(
+        x_adv = fab(
             model_fn,
             x,
             y,
-            eps=self.eps if strength is None else self.eps * strength,
+            eps=self._radius(self.eps),
             norm=self.norm,
             num_steps=self.num_steps,
             num_restarts=self.num_restarts,
@@ -478,6 +460,7 @@ class FAB(Attack):
             value_range=self.value_range,
             seed=self.seed_generator if seed is None else seed,
         )
+        return x_adv, None
 
     def get_config(self) -> dict:
         """Returns the constructor arguments."""

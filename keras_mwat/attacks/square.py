@@ -589,36 +589,17 @@ class Square(Attack):
             raise ValueError(f"`p_init` must be in (0, 1], got p_init={p_init!r}.")
         self.num_restarts = validation.check_int(num_restarts, "num_restarts", minimum=1)
 
-    def perturb(
-        self,
-        model_fn: Callable[[tf.Tensor], tf.Tensor],
-        x: tf.Tensor,
-        y: tf.Tensor,
-        seed: keras.random.SeedGenerator | None = None,
-        loss_fn: Callable[[tf.Tensor, tf.Tensor], tf.Tensor] | None = None,
-        return_kappa: bool = False,
-        strength=None,
-        init: str | None = None,
-    ) -> tf.Tensor:
-        """Runs ``square`` with this attack's settings (see ``Attack.perturb``).
+    def _perturb(self, model_fn, x, y, *, seed, loss_fn, trace: bool):
+        """Runs ``square`` with this attack's settings (see ``Attack._perturb``).
 
         ``loss_fn``, when given, replaces the margin loss as the acceptance criterion.
-        ``init`` is ignored: Square has its own start (stripes or bumps). Square has no
-        iterates to count, so ``return_kappa=True`` raises.
-
-        Returns:
-            ``x_adv``.
+        Square has its own start (stripes or bumps) and no iterates to trace.
         """
-        if return_kappa:
-            raise ValueError(
-                "Square does not compute `kappa` (GAIRAT's count of correctly classified "
-                "PGD iterates); use a gradient attack such as PGD with GAIRAT."
-            )
-        return square(
+        x_adv = square(
             model_fn,
             x,
             y,
-            eps=self.eps if strength is None else self.eps * strength,
+            eps=self._radius(self.eps),
             norm=self.norm,
             num_queries=self.num_queries,
             p_init=self.p_init,
@@ -627,6 +608,7 @@ class Square(Attack):
             loss_fn=loss_fn,
             seed=self.seed_generator if seed is None else seed,
         )
+        return x_adv, None
 
     def get_config(self) -> dict:
         """Returns the constructor arguments."""

@@ -47,7 +47,8 @@ class TrainingStep:
             ``shares_clean_forward``, the equal training-mode ``logits_natural``), (n, K).
         logits_adv: Training-mode logits on ``x_adv``, recorded by ``tape``, (n, K).
         logits_natural: Training-mode logits on ``x`` (only for methods that ask for them).
-        kappa: GAIRAT's per-sample count of attack steps classified correctly, or None.
+        kappa: GAIRAT's per-sample count of attack steps classified correctly (the
+            attack's ``AttackTrace.correct_steps``), or None.
         theta: The classifier's trainable values, as tensors watched by ``tape``.
         non_trainable: The classifier's non-trainable values before the step.
         tape: The persistent tape that recorded the training-mode forward passes.
@@ -213,8 +214,8 @@ class AdversarialTrainingModel(_compat.SkipSymbolicBuildWhenBuilt, keras.Model):
     ```
     """
 
-    #: Whether the attack must count GAIRAT's kappa.
-    needs_kappa = False
+    #: Whether the method needs the attack's ``AttackTrace`` (GAIRAT's kappa).
+    needs_attack_trace = False
 
     def __init__(
         self,
@@ -244,7 +245,8 @@ class AdversarialTrainingModel(_compat.SkipSymbolicBuildWhenBuilt, keras.Model):
             None if seed is None else seed + 7919, "eval_seed"
         )
         self.epoch = keras.Variable(0, dtype="int64", trainable=False, name="epoch")
-        # Multiplies the training attack's eps and step size (see callbacks.EpsilonWarmup).
+        # The fraction of the training attack's radius, ``attack.scaled(attack_strength)``
+        # (see callbacks.EpsilonWarmup).
         self.attack_strength = keras.Variable(1.0, dtype="float32", trainable=False,
                                               name="attack_strength")
         self.loss_tracker = keras.metrics.Mean(name="loss")
@@ -441,10 +443,18 @@ class AdversarialTrainingModel(_compat.SkipSymbolicBuildWhenBuilt, keras.Model):
         uniform weight is 1: "sum"-normalised weights are shown times the batch size) and
         ``y``.
         """
+        inspected = self._inspect(x, y)
+        return {key: inspected[key] for key in ("margin", "weight", "y")}
+
+    def _inspect(self, x, y, trace: bool = False) -> dict:
+        """``inspect_weights``, plus ``prediction`` (the class predicted on each adversarial
+        example) and, with ``trace`` and an attack that records one, ``kappa`` (else None):
+        all from the one attack run."""
         y = _to_labels(tf.convert_to_tensor(y), self.num_classes)
         x = tf.convert_to_tensor(x)
         logits_clean = self.classifier(x, training=False)
-        x_adv, kappa = self._attack(x, y, logits_clean, self.attack.seed_generator)
+        x_adv, kappa = self._attack(x, y, logits_clean, self.attack.seed_generator,
+                                    trace=self.needs_trace or (trace and self.attack.records_trace))
         step = TrainingStep(x=x, y=y, x_adv=x_adv, logits_clean=logits_clean, kappa=kappa,
                             logits_adv=self.classifier(x_adv, training=False))
         if self.needs_natural_logits:
@@ -458,7 +468,9 @@ class AdversarialTrainingModel(_compat.SkipSymbolicBuildWhenBuilt, keras.Model):
         elif int(self.epoch.numpy()) < self.reweight_start_epoch:
             raw = tf.ones(tf.shape(y))
         return {"margin": margins.probability_margin(y, step.logits_adv).numpy(),
-                "weight": weighting.normalize(raw, mode).numpy(), "y": y.numpy()}
+                "weight": weighting.normalize(raw, mode).numpy(), "y": y.numpy(),
+                "prediction": tf.argmax(step.logits_adv, axis=1).numpy(),
+                "kappa": None if kappa is None else kappa.numpy()}
 
     def weight_normalization_mode(self) -> str:
         """How the method's weights are normalised over the global batch."""
@@ -485,23 +497,37 @@ class AdversarialTrainingModel(_compat.SkipSymbolicBuildWhenBuilt, keras.Model):
             return generator
         return replicas.replica_seed(generator)
 
-    def _attack(self, x, y, logits_clean, seed, model_fn=None):
-        """The training attack of ``(x, y)``: the method's objective, the warm-up strength.
+    @property
+    def needs_trace(self) -> bool:
+        """Whether the training attack must return its ``AttackTrace`` (GAIRAT's kappa)."""
+        # ``needs_kappa``: the name of earlier releases, for methods defined outside.
+        return bool(self.needs_attack_trace or getattr(self, "needs_kappa", False))
+
+    def training_attack(self) -> Attack:
+        """The attack as a training step runs it: the method objective's random start
+        (TRADES: ``x + 0.001 N(0, 1)``) on the warm-up's radius (``attack_strength``)."""
+        attack = self.attack.scaled(tf.convert_to_tensor(self.attack_strength))
+        if self.objective.attack_init is not None:
+            attack = attack.with_init(self.objective.attack_init)
+        return attack
+
+    def _attack(self, x, y, logits_clean, seed, model_fn=None, trace=None):
+        """The training attack of ``(x, y)``: the method's objective, the warm-up radius.
 
         ``model_fn`` defaults to the classifier in inference mode; MWAT passes its
-        look-ahead classifier to attack the meta batch.
+        look-ahead classifier to attack the meta batch. Returns ``(x_adv, kappa)``, kappa
+        (the trace's ``correct_steps``) when ``trace`` (default: ``needs_trace``) else None.
         """
         objective = self.attack_loss(x, y, logits_clean)
         model_fn = self.classifier_fn(training=False) if model_fn is None else model_fn
-        result = self.attack.perturb(
-            model_fn, x, y, seed=seed, loss_fn=objective,
-            return_kappa=self.needs_kappa, strength=tf.convert_to_tensor(self.attack_strength),
-            init=self.objective.attack_init,
-        )
-        if self.needs_kappa:
-            x_adv, kappa = result
+        attack = self.training_attack()
+        if self.needs_trace if trace is None else trace:
+            x_adv, attack_trace = attack.perturb_with_trace(model_fn, x, y, seed=seed,
+                                                            loss_fn=objective)
+            kappa = attack_trace.correct_steps
         else:
-            x_adv, kappa = result, None
+            x_adv = attack.perturb(model_fn, x, y, seed=seed, loss_fn=objective)
+            kappa = None
         return tf.stop_gradient(x_adv), kappa
 
     @property
@@ -705,9 +731,12 @@ class AdversarialTrainingModel(_compat.SkipSymbolicBuildWhenBuilt, keras.Model):
         if self.attack_loss(x, y, logits_clean) is not None or self.objective.attack_init:
             state = tf.cast(tf.convert_to_tensor(self.eval_seed.state) % (2**31 - 1), tf.int32)
             seed = tf.random.experimental.stateless_fold_in(state, 0x5EED + replicas.replica_id())
-            x_adv = tf.stop_gradient(self.attack.perturb(
+            attack = self.attack
+            if self.objective.attack_init is not None:
+                attack = attack.with_init(self.objective.attack_init)
+            x_adv = tf.stop_gradient(attack.perturb(
                 self.classifier_fn(training=False), x, y, seed=seed,
-                loss_fn=self.attack_loss(x, y, logits_clean), init=self.objective.attack_init))
+                loss_fn=self.attack_loss(x, y, logits_clean)))
             logits_adv = self.classifier(x_adv, training=False)
         step = TrainingStep(x=x, y=y, x_adv=x_adv, logits_clean=logits_clean,
                             logits_adv=logits_adv)

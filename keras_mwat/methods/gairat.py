@@ -1,7 +1,8 @@
 """GAIRAT (Zhang et al., 2021): geometry-aware instance-reweighted adversarial training.
 
 kappa_i is the number of PGD steps during which x_i stays correctly classified, counted in
-the graph inside the attack loop; ``w = (tanh(lam + 5 (floor(K/2) - kappa) / floor(K/2)) + 1)/2``,
+the graph inside the attack loop and returned in the attack's trace
+(``Attack.perturb_with_trace``, ``AttackTrace.correct_steps``); ``w = (tanh(lam + 5 (floor(K/2) - kappa) / floor(K/2)) + 1)/2``,
 normalised to mean 1; uniform weights before ``reweight_start_epoch``.
 """
 
@@ -19,7 +20,8 @@ class GAIRATModel(AdversarialTrainingModel):
 
     Args:
         classifier: A built Keras model mapping inputs to logits.
-        attack: A PGD attack (its ``num_steps`` is GAIRAT's K).
+        attack: A PGD attack (its ``num_steps`` is GAIRAT's K; any attack whose
+            ``records_trace`` is True).
         lam: The tanh offset lambda (reference -1).
         reweight_start_epoch: Uniform weights before this epoch (counted from 0).
         seed: Seed of the in-graph randomness.
@@ -32,16 +34,17 @@ class GAIRATModel(AdversarialTrainingModel):
     ```
     """
 
-    needs_kappa = True
+    needs_attack_trace = True
 
     def __init__(self, classifier, attack=None, lam: float = -1.0,
                  reweight_start_epoch: int = 0, seed=None, **kwargs):
         super().__init__(classifier, attack=attack, reweight_start_epoch=reweight_start_epoch,
                          seed=seed, **kwargs)
-        if not hasattr(self.attack, "num_steps"):
+        if not self.attack.records_trace:
             raise TypeError(
-                f"GAIRAT counts PGD steps: `attack` must be a PGD attack, got "
-                f"{type(self.attack).__name__}."
+                "GAIRAT counts the PGD steps during which each point stays correctly "
+                "classified: `attack` must record a trace of its iterates (PGD, FGSM, CWPGD), "
+                f"got {type(self.attack).__name__}."
             )
         self.lam = validation.check_finite(lam, "lam")
 

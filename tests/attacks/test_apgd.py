@@ -221,5 +221,5 @@ def test_apgd_dlr_needs_enough_classes():
 
 def test_apgd_rejects_kappa():
     model, _, _ = multiclass_linear()
-    with pytest.raises(ValueError, match="kappa"):
-        APGD(eps=0.1).perturb(model, tf.zeros((2, 6)), tf.zeros(2, tf.int64), return_kappa=True)
+    with pytest.raises(ValueError, match="records no trace"):
+        APGD(eps=0.1).perturb_with_trace(model, tf.zeros((2, 6)), tf.zeros(2, tf.int64))

@@ -132,7 +132,7 @@ def test_strength_in_graph_equals_a_smaller_attack():
     full = CleverhansAttack("projected_gradient_descent", eps=0.2, eps_iter=0.04, nb_iter=5)
     half = CleverhansAttack("projected_gradient_descent", eps=0.1, eps_iter=0.02, nb_iter=5)
     fn = tf.function(
-        lambda a, b, s: full.perturb(inference(model), a, b, strength=s)
+        lambda a, b, s: full.scaled(s).perturb(inference(model), a, b)
     )
     got = fn(tf.constant(x), tf.constant(y), tf.constant(0.5)).numpy()
     np.testing.assert_allclose(got, half(model, x, y).numpy(), atol=1e-6)
@@ -154,8 +154,8 @@ def test_loss_fn_is_maximised_like_our_pgd():
     mim = CleverhansAttack("momentum_iterative_method", eps=0.1, **ITERATIVE)
     with pytest.raises(ValueError, match="loss_fn"):
         mim.perturb(inference(model), tf.constant(x), tf.constant(y), loss_fn=logit_one)
-    with pytest.raises(ValueError, match="kappa"):
-        attack.perturb(inference(model), tf.constant(x), tf.constant(y), return_kappa=True)
+    with pytest.raises(ValueError, match="records no trace"):
+        attack.perturb_with_trace(inference(model), tf.constant(x), tf.constant(y))
 
 
 def test_trains_a_model_in_graph(tiny_data):

@@ -309,5 +309,5 @@ def test_fab_rejects_a_loss_and_kappa():
     model, _, _, x, y = affine_case(3, n=4)
     with pytest.raises(ValueError, match="loss_fn"):
         FAB().perturb(model, tf.constant(x), tf.constant(y), loss_fn=lambda a, b: b[:, 0])
-    with pytest.raises(ValueError, match="kappa"):
-        FAB().perturb(model, tf.constant(x), tf.constant(y), return_kappa=True)
+    with pytest.raises(ValueError, match="records no trace"):
+        FAB().perturb_with_trace(model, tf.constant(x), tf.constant(y))

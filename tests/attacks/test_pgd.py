@@ -324,9 +324,10 @@ def test_kappa_with_restarts_and_in_graph():
     y = rng.integers(0, 3, size=16)
     model = small_mlp()
     attack = PGD(eps=0.3, step_size=0.1, num_steps=4, num_restarts=3, seed=0)
-    fn = tf.function(lambda a, b: attack.perturb(inference(model), a, b, return_kappa=True))
-    x_adv, kappa = fn(tf.constant(x), tf.constant(y))
-    assert x_adv.shape == x.shape
+    fn = tf.function(lambda a, b: attack.perturb_with_trace(inference(model), a, b))
+    x_adv, trace = fn(tf.constant(x), tf.constant(y))
+    kappa = trace.correct_steps
+    assert x_adv.shape == x.shape and trace.num_steps == 4
     assert kappa.dtype == tf.int32
     assert kappa.numpy().min() >= 0 and kappa.numpy().max() <= 4
 

@@ -270,7 +270,7 @@ def test_other_value_range_float64_and_strength():
     assert x_adv.dtype == tf.float64
     assert np.abs(x_adv.numpy()).max() <= 1.0
     assert np.abs(x_adv.numpy() - x).max() <= 0.3 + 1e-12
-    half = attack.perturb(model_fn, tf.constant(x), tf.constant(y), strength=tf.constant(0.5))
+    half = attack.scaled(tf.constant(0.5)).perturb(model_fn, tf.constant(x), tf.constant(y))
     assert np.abs(half.numpy() - x).max() <= 0.15 + 1e-7  # a float32 strength
 
 
@@ -487,8 +487,8 @@ def test_bad_types_inputs_and_kappa():
     model = small_cnn()
     with pytest.raises(ValueError, match="`x` of shape"):
         square(inference(model), tf.zeros((2, 8, 8, 1, 1)), [0, 1], eps=0.1, num_queries=2)
-    with pytest.raises(ValueError, match="kappa"):
-        Square().perturb(inference(model), tf.zeros((2, 8, 8, 1)), [0, 1], return_kappa=True)
+    with pytest.raises(ValueError, match="records no trace"):
+        Square().perturb_with_trace(inference(model), tf.zeros((2, 8, 8, 1)), [0, 1])
     with pytest.raises(ValueError, match="`y` has label 3"):
         Square()(model, np.zeros((2, 8, 8, 1), "float32"), [0, 3])
 

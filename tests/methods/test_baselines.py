@@ -67,9 +67,9 @@ def test_trades_attack_increases_the_kl_over_its_start(tiny_data):
     x = tf.constant(tiny_data.x_train[:64])
     y = tf.constant(tiny_data.y_train[:64].astype("int32"))
     logits_clean = classifier(x, training=False)
-    start = model.attack.perturb(model.classifier_fn(), x, y, seed=0, init="normal",
-                                 loss_fn=model.attack_loss(x, y, logits_clean),
-                                 strength=tf.constant(1e-9))  # (almost) no step: the start
+    start = model.attack.with_init("normal").scaled(tf.constant(1e-9)).perturb(
+        model.classifier_fn(), x, y, seed=0,
+        loss_fn=model.attack_loss(x, y, logits_clean))  # (almost) no step: the start
     x_adv, _ = model._attack(x, y, logits_clean, model.train_seed)
     kl_start = km.losses.kl(logits_clean, classifier(start, training=False)).numpy()
     kl_adv = km.losses.kl(logits_clean, classifier(x_adv, training=False)).numpy()
