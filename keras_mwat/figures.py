@@ -38,7 +38,7 @@ from typing import Any
 
 import numpy as np
 
-from keras_mwat import margins, weighting
+from keras_mwat import weighting
 from keras_mwat._optional import require
 
 # The `figures` extra: a one-line error naming it when matplotlib is missing.
