@@ -17,7 +17,8 @@ class StandardModel(AdversarialTrainingModel):
     model's evaluation attack: ``evaluate`` (and ``val_robust_accuracy`` in ``fit``) report
     robust accuracy under it, so the plain model is measured exactly as the adversarially
     trained ones. In the *training* logs ``robust_accuracy`` is the accuracy on the inputs
-    trained on, which here are the clean ones: it equals ``accuracy``.
+    trained on, which here are the clean ones: it equals ``accuracy``; ``val_loss`` is its
+    training loss too, the clean cross-entropy.
 
     Example:
     ```python
@@ -32,3 +33,7 @@ class StandardModel(AdversarialTrainingModel):
     def _attack(self, x, y, logits_clean, seed, model_fn=None):
         """No attack in training: the "adversarial" inputs are the clean ones."""
         return tf.stop_gradient(x), None
+
+    def validation_losses(self, x, y, logits_clean, x_adv, logits_adv):
+        """The method's own loss on validation data: the clean cross-entropy."""
+        return self.base_loss(y, logits_clean)

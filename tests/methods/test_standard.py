@@ -47,6 +47,11 @@ def test_evaluate_still_attacks_and_saving_round_trips(tmp_path):
     # Clean training learns, and is not robust at eps 0.3 (the evaluation attack is real).
     assert scores["accuracy"] > 0.5
     assert scores["robust_accuracy"] < scores["accuracy"] - 0.3
+    # its val_loss is its own loss: the clean cross-entropy
+    clean_ce = keras.losses.sparse_categorical_crossentropy(
+        data.y_test[:256], model.classifier.predict(data.x_test[:256], verbose=0),
+        from_logits=True)
+    np.testing.assert_allclose(scores["loss"], float(np.mean(clean_ce)), rtol=1e-4)
     path = tmp_path / "plain.keras"
     model.save(path)
     loaded = keras.saving.load_model(path)
