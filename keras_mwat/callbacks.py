@@ -240,8 +240,10 @@ class CollapseMonitor(keras.callbacks.Callback):
     training ``accuracy``, and ``val_accuracy`` when validating) has been at most
     ``1 / num_classes + tolerance`` for the last ``patience`` epochs, this callback warns
     once (``warnings.warn`` with category ``TrainingCollapseWarning``, and a printed line)
-    with the likely cause and the fix: an ``EpsilonWarmup`` or a lower learning rate. It
-    changes nothing in training.
+    with the likely cause and the fix. A run that never left chance most often needs an
+    ``EpsilonWarmup`` or a lower learning rate; a run that had learned (a monitored accuracy
+    once well above chance) and then fell to chance diverged: a lower learning rate, or for
+    a reweighting method a later ``reweight_start_epoch``. It changes nothing in training.
 
     Args:
         patience: Number of consecutive epochs at chance before warning (the earliest
@@ -280,6 +282,7 @@ class CollapseMonitor(keras.callbacks.Callback):
         self.message = None
         self.triggered_epoch = None
         self._streaks = {}
+        self._best = {}
 
     def _classes(self) -> int:
         if self.num_classes is not None:
@@ -305,6 +308,7 @@ class CollapseMonitor(keras.callbacks.Callback):
 
     def on_train_begin(self, logs=None):
         self._streaks = {}
+        self._best = {}
 
     def on_epoch_end(self, epoch, logs=None):
         if self.message is not None or not logs:
@@ -316,6 +320,7 @@ class CollapseMonitor(keras.callbacks.Callback):
             if name not in logs:
                 continue
             value = float(logs[name])
+            self._best[name] = max(self._best.get(name, value), value)
             at_chance = value <= chance + self.tolerance
             self._streaks[name] = self._streaks.get(name, 0) + 1 if at_chance else 0
             if self._streaks[name] >= self.patience:
@@ -323,12 +328,21 @@ class CollapseMonitor(keras.callbacks.Callback):
         if not stuck:
             return
         self.triggered_epoch = epoch
+        learned = {name: best for name, best in self._best.items()
+                   if best > chance + 2 * self.tolerance}
+        if learned:
+            reached = ", ".join(f"{name} {best:.3f}" for name, best in learned.items())
+            advice = (f"It had learned ({reached} before), so training diverged: lower the "
+                      "learning rate, or for a reweighting method start the reweighting "
+                      "later (reweight_start_epoch).")
+        else:
+            advice = ("Adversarial training from the full eps with this learning rate often "
+                      "stays at chance: use km.callbacks.EpsilonWarmup(epochs=3) (CLI: "
+                      "--eps-warmup-epochs 3) or a lower learning rate.")
         self.message = (
             f"Training collapse: {', '.join(stuck)} after epoch {epoch + 1} is at chance "
             f"level (1/{classes} = {chance:.3f}) for {self.patience} epochs"
-            f"{self._learning_rate()}. Adversarial training from the full eps with this "
-            "learning rate often stays at chance: use km.callbacks.EpsilonWarmup(epochs=3) "
-            "(CLI: --eps-warmup-epochs 3) or a lower learning rate.")
+            f"{self._learning_rate()}. {advice}")
         import warnings
 
         warnings.warn(self.message, TrainingCollapseWarning, stacklevel=2)

@@ -155,6 +155,19 @@ def test_collapse_monitor_watches_validation_accuracy_and_patience():
         km.callbacks.CollapseMonitor(num_classes=1)
 
 
+def test_collapse_monitor_tells_a_divergence_from_a_run_that_never_learned():
+    # The shape of the Table 1 GAIRAT run: learned to 0.66, then constant output.
+    diverged = km.callbacks.CollapseMonitor(num_classes=10)
+    with pytest.warns(km.callbacks.TrainingCollapseWarning,
+                      match=r"had learned \(accuracy 0\.660 before\), so training diverged"):
+        _epochs(diverged, [0.64, 0.66, 0.50, 0.10, 0.10], "accuracy")
+    assert diverged.triggered_epoch == 4
+    never = km.callbacks.CollapseMonitor(num_classes=10)
+    with pytest.warns(km.callbacks.TrainingCollapseWarning, match="EpsilonWarmup"):
+        _epochs(never, [0.12, 0.10, 0.11], "accuracy")
+    assert "diverged" not in never.message
+
+
 def test_collapse_monitor_in_fit_reads_the_model():
     """A model that cannot learn (zero logits, learning rate 0) predicts class 0: accuracy
     is exactly the share of class 0, 1/10 on balanced labels."""
