@@ -72,6 +72,28 @@ def _eps_value(text: str) -> float:
     return value
 
 
+def _spec_overrides(name: str, spec: str, assignments: list[str], accepted: set) -> dict:
+    """The ``key=value`` parts of a model or method spec as keyword arguments: values are
+    Python literals or, failing that, strings; keys must be in ``accepted``."""
+    import ast
+
+    overrides = {}
+    for assignment in assignments:
+        key, sep, text = assignment.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise ValueError(f"expected key=value after {name!r} in {spec!r}, got "
+                             f"{assignment!r}")
+        if key not in accepted:
+            raise ValueError(f"{name} takes no argument {key!r} (in {spec!r}); it takes "
+                             f"{sorted(accepted)}")
+        try:
+            overrides[key] = ast.literal_eval(text.strip())
+        except (ValueError, SyntaxError):
+            overrides[key] = text.strip()
+    return overrides
+
+
 def parse_model_spec(spec: str) -> tuple[str, dict]:
     """Splits a classifier spec ``NAME`` or ``NAME:key=value[:key=value...]`` into
     ``(name, overrides)``: a ``km.zoo`` builder of ``MODELS`` and keyword arguments for it.
@@ -87,7 +109,6 @@ def parse_model_spec(spec: str) -> tuple[str, dict]:
     # ("wide_resnet", {"depth": 10, "widen_factor": 1})
     ```
     """
-    import ast
     import inspect
 
     from keras_mwat import zoo
@@ -97,21 +118,7 @@ def parse_model_spec(spec: str) -> tuple[str, dict]:
         raise ValueError(f"unknown model {name!r} in {spec!r}; choose from {list(MODELS)}")
     accepted = set(inspect.signature(getattr(zoo, name)).parameters)
     accepted -= {"input_shape", "num_classes"}
-    overrides = {}
-    for assignment in assignments:
-        key, sep, text = assignment.partition("=")
-        key = key.strip()
-        if not sep or not key:
-            raise ValueError(f"expected key=value after {name!r} in {spec!r}, got "
-                             f"{assignment!r}")
-        if key not in accepted:
-            raise ValueError(f"{name} takes no argument {key!r} (in {spec!r}); it takes "
-                             f"{sorted(accepted)}")
-        try:
-            overrides[key] = ast.literal_eval(text.strip())
-        except (ValueError, SyntaxError):
-            overrides[key] = text.strip()
-    return name, overrides
+    return name, _spec_overrides(name, spec, assignments, accepted)
 
 
 def _model_spec(text: str) -> str:
@@ -219,7 +226,6 @@ def parse_method_spec(spec: str) -> tuple[str, dict]:
     # ("mwat", {"meta_objective": "adversarial", "reweight_start_epoch": 3})
     ```
     """
-    import ast
     import inspect
 
     from keras_mwat import registry
@@ -236,21 +242,7 @@ def parse_method_spec(spec: str) -> tuple[str, dict]:
             accepted |= set(inspect.signature(vars(klass)["__init__"]).parameters)
     accepted -= {"self", "classifier", "attack", "seed", "kwargs", "meta_data",
                  "weight_net", "meta_optimizer"}
-    overrides = {}
-    for assignment in assignments:
-        key, sep, text = assignment.partition("=")
-        key = key.strip()
-        if not sep or not key:
-            raise ValueError(f"expected key=value after {name!r} in {spec!r}, got "
-                             f"{assignment!r}")
-        if key not in accepted:
-            raise ValueError(f"{name} takes no argument {key!r} (in {spec!r}); it takes "
-                             f"{sorted(accepted)}")
-        try:
-            overrides[key] = ast.literal_eval(text.strip())
-        except (ValueError, SyntaxError):
-            overrides[key] = text.strip()
-    return name, overrides
+    return name, _spec_overrides(name, spec, assignments, accepted)
 
 
 def _build_method(spec: str, classifier, attack, data, seed=None, meta_size=META_SIZE):
