@@ -39,11 +39,23 @@ _EXPORTS = {
     "WeightNetwork": "keras_mwat.weight_net",
 }
 #: Subpackages and modules loaded by ``import keras_mwat``.
-_CORE_MODULES = ("attacks", "callbacks", "data", "evaluation", "losses", "margins", "recipes",
-                 "training_mode", "validation", "weighting", "zoo")
+_CORE_MODULES = ("attacks", "callbacks", "data", "evaluation", "losses", "margins",
+                 "objectives", "recipes", "training_mode", "validation", "weighting",
+                 "weightings", "zoo")
 #: Loaded on first use only: they need optional dependencies or are not the library's core.
 _OPTIONAL_MODULES = ("tuning", "figures", "experiments", "cli")
 
+
+def _registered_classes() -> dict[str, str]:
+    """Class name -> module of every method in ``keras_mwat.registry`` (a method registered
+    there is exported here without another line)."""
+    from keras_mwat import registry
+
+    return {path.partition(":")[2]: path.partition(":")[0]
+            for path in registry.METHOD_CLASSES.values()}
+
+
+_EXPORTS = {**_registered_classes(), **_EXPORTS}
 __all__ = sorted([*_EXPORTS, *_CORE_MODULES, "tuning"])
 
 
@@ -89,11 +101,13 @@ if TYPE_CHECKING:  # for type checkers and IDEs: the names __getattr__ provides
         evaluation,
         losses,
         margins,
+        objectives,
         recipes,
         training_mode,
         tuning,
         validation,
         weighting,
+        weightings,
         zoo,
     )
     from keras_mwat.evaluation import (  # noqa: F401
@@ -117,6 +131,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs: the names __getattr__ provides
         TRADESModel,
         WMMRModel,
     )
+    from keras_mwat.methods.done import DONEModel  # noqa: F401
     from keras_mwat.weight_net import WeightNetwork  # noqa: F401
 elif os.environ.get("KERAS_MWAT_LAZY_IMPORT") != "1":
     load()

@@ -29,6 +29,7 @@ METHOD_CLASSES = {
     "wmmr": "keras_mwat.methods.wmmr:WMMRModel",
     "mwn": "keras_mwat.methods.mwn:MWNModel",
     "plain": "keras_mwat.methods.standard:StandardModel",
+    "done": "keras_mwat.methods.done:DONEModel",
 }
 
 

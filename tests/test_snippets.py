@@ -51,6 +51,9 @@ CHECKS: dict[tuple[str, int], list[str]] = {
     ("docs/evaluation.md", 0): ["report.n == 64 or report.n == 1000",
                                 "report.robust_accuracy <= report.clean_accuracy"],
     ("docs/export.md", 1): ['_[0].shape == (2, 10)', '_[1].shape == (2, 10)'],
+    # The user-defined weighting: trained with its own (non-uniform) weights.
+    ("docs/method.md", 1): ['0.0 <= _["robust_accuracy"] <= _["accuracy"]',
+                            'history.history["weight_std"][0] > 0.0'],
 }
 
 #: Run in the snippet process before the first block: the KERAS_MWAT_FAST switch.

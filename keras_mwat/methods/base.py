@@ -1,13 +1,11 @@
 """``AdversarialTrainingModel``: the one ``train_step`` / ``test_step`` of every method.
 
-A method differs from another only in three hooks:
-
-* ``attack_loss(x, y, logits_clean)``: the objective its attack maximises (None: the attack's
-  own cross-entropy);
-* ``sample_losses(step)``: its per-sample loss, split into a part that the sample weights
-  multiply and an optional part that they do not (TRADES's clean cross-entropy);
-* ``sample_weights(step)``: its per-sample weights (None: uniform). MWAT's hook runs the
-  bilevel meta update of the weight network before returning the learned weights.
+A method is an **objective** (``keras_mwat.objectives``: what the attack maximises and the
+named per-sample loss terms, each weighted or not) and a **weighting**
+(``keras_mwat.weightings``: a pure ``weights(step)`` and, for one that learns, an
+``update(step)`` the step calls first). The named methods (``PGDATModel``, ``MAILModel``,
+``MWATModel``, ...) are presets of the two; ``AdversarialTrainingModel(classifier,
+objective=..., weighting=...)`` trains any combination of the library's or the user's own.
 
 The step: attack the batch with the classifier in inference mode; one training-mode forward
 on the adversarial batch (``stateless_call``: exactly one BatchNorm update per step, and the
@@ -25,10 +23,10 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_mwat import _compat, losses, margins, validation, weighting
+from keras_mwat import _compat, losses, margins, objectives, validation, weighting, weightings
 from keras_mwat.attacks import PGD, Attack
 from keras_mwat.attacks import get as get_attack
-from keras_mwat.methods import objectives, replicas
+from keras_mwat.methods import replicas
 from keras_mwat.methods.replicas import replica_count
 from keras_mwat.training_mode import output_depends_on_training
 
@@ -57,6 +55,11 @@ class TrainingStep:
         reweighting: Boolean scalar tensor: whether the warm-up is over.
         sample_weight: ``fit``'s per-sample weights as float32 (n,), or None. They multiply
             every loss term (weighted and unweighted), in the real and the virtual step.
+        model: The ``AdversarialTrainingModel`` taking the step (for weightings that need
+            its attack, classifier or optimizer).
+        precomputed_weights: Weights a weighting's ``update`` computed for this very step
+            as a by-product (the non-parametric reweighting), for its ``weights`` to
+            return; None otherwise.
     """
 
     x: Any
@@ -73,6 +76,8 @@ class TrainingStep:
     unweighted_loss: Any = None
     reweighting: Any = None
     sample_weight: Any = None
+    model: Any = None
+    precomputed_weights: Any = None
 
 
 class _EpochCounter(keras.callbacks.Callback):
@@ -172,12 +177,15 @@ def per_sample_loss(loss, num_classes: int):
     return function
 
 
+@keras.saving.register_keras_serializable(package="keras_mwat")
 class AdversarialTrainingModel(_compat.SkipSymbolicBuildWhenBuilt, keras.Model):
-    """Base class of every training method: wraps a logits classifier.
+    """Adversarial training of a logits classifier with any objective and weighting.
 
-    Subclasses override ``attack_loss``, ``sample_losses`` and ``sample_weights``; the
-    training and evaluation steps are shared. Calling the model calls the classifier, so
-    ``predict`` returns logits.
+    The base of every method: ``objective`` says what the attack maximises and which
+    per-sample loss terms the sample weights multiply; ``weighting`` gives those weights.
+    The named methods (``PGDATModel``, ``TRADESModel``, ``MAILModel``, ``MWATModel``, ...)
+    are presets with their own arguments; the training and evaluation steps are shared.
+    Calling the model calls the classifier, so ``predict`` returns logits.
 
     Every method trains under ``tf.distribute.MirroredStrategy`` and
     ``MultiWorkerMirroredStrategy`` (build the model under ``strategy.scope()``): weights
@@ -200,6 +208,9 @@ class AdversarialTrainingModel(_compat.SkipSymbolicBuildWhenBuilt, keras.Model):
         classifier: A built Keras model mapping inputs to logits.
         attack: The training attack (default: L-inf PGD-10, eps 8/255, step 2/255, in
             [0, 1]). Any ``keras_mwat.attacks.Attack``.
+        objective: A ``keras_mwat.objectives.Objective`` (default PGD-AT's
+            ``CrossEntropyObjective``), or "at", "trades", "mart".
+        weighting: A ``keras_mwat.weightings.Weighting`` (default ``Uniform``).
         reweight_start_epoch: Epoch (counted from 0) from which the method's weights are
             used; uniform weights before it.
         seed: Seed of the in-graph randomness (attack starts, meta batches).
@@ -207,20 +218,27 @@ class AdversarialTrainingModel(_compat.SkipSymbolicBuildWhenBuilt, keras.Model):
 
     Example:
     ```python
-    model = keras_mwat.PGDATModel(keras_mwat.zoo.small_cnn(), attack=keras_mwat.attacks.PGD(
-        eps=0.3, step_size=0.01, num_steps=40))
+    model = keras_mwat.AdversarialTrainingModel(
+        keras_mwat.zoo.small_cnn(), objective=keras_mwat.objectives.TRADESObjective(6.0),
+        weighting=keras_mwat.weightings.MAILWeighting(bias=0.0, slope=2.0),
+        attack=keras_mwat.attacks.PGD(eps=0.3, step_size=0.01, num_steps=40))
     model.compile(optimizer="adam")
     model.fit(x_train, y_train, epochs=1)
     ```
     """
 
-    #: Whether the method needs the attack's ``AttackTrace`` (GAIRAT's kappa).
+    #: Whether the method needs the attack's ``AttackTrace`` (besides its weighting's).
     needs_attack_trace = False
+    #: Whether the class sets its objective and weighting from arguments of its own (a named
+    #: method): its config then holds those arguments, not the two objects.
+    preset = False
 
     def __init__(
         self,
         classifier: keras.Model,
         attack: Attack | dict | None = None,
+        objective: objectives.Objective | str | dict | None = None,
+        weighting: weightings.Weighting | dict | None = None,
         reweight_start_epoch: int = 0,
         seed: int | None = None,
         **kwargs,
@@ -259,7 +277,11 @@ class AdversarialTrainingModel(_compat.SkipSymbolicBuildWhenBuilt, keras.Model):
         self.extra_metrics = []
         self.base_loss = losses.cross_entropy
         #: What the attack maximises and the per-sample losses (PGD-AT's by default).
-        self.objective = objectives.CrossEntropyObjective()
+        self.objective = (objectives.CrossEntropyObjective() if objective is None
+                          else objectives.get(objective))
+        #: The per-sample weights (uniform by default).
+        self.weighting = weightings.get(weighting)
+        self.weighting.check(self)
         #: Whether the training-mode forward on the clean inputs (methods that train on
         #: them) also gives the attack's and the metrics' clean logits: only when no layer
         #: behaves differently in training, so that the two are equal.
@@ -427,11 +449,14 @@ class AdversarialTrainingModel(_compat.SkipSymbolicBuildWhenBuilt, keras.Model):
         return self.objective.sample_losses(self, step)
 
     def sample_weights(self, step: TrainingStep):
-        """Per-sample weights before normalisation, shape (n,), or None for uniform."""
-        return None
+        """Per-sample weights before normalisation, shape (n,), or None for uniform: the
+        weighting's ``weights`` (no side effect on training state)."""
+        if step.model is None:
+            step = dataclasses.replace(step, model=self)
+        return self.weighting.weights(step)
 
     def current_weights(self, step: TrainingStep):
-        """The weights ``sample_weights`` would give now, without any update (inspection)."""
+        """The weights the method gives a step now (inspection): ``sample_weights``."""
         return self.sample_weights(step)
 
     def inspect_weights(self, x, y) -> dict:
@@ -456,7 +481,7 @@ class AdversarialTrainingModel(_compat.SkipSymbolicBuildWhenBuilt, keras.Model):
         x_adv, kappa = self._attack(x, y, logits_clean, self.attack.seed_generator,
                                     trace=self.needs_trace or (trace and self.attack.records_trace))
         step = TrainingStep(x=x, y=y, x_adv=x_adv, logits_clean=logits_clean, kappa=kappa,
-                            logits_adv=self.classifier(x_adv, training=False))
+                            logits_adv=self.classifier(x_adv, training=False), model=self)
         if self.needs_natural_logits:
             step.logits_natural = logits_clean
         step.weighted_loss, step.unweighted_loss = self.sample_losses(step)
@@ -473,8 +498,9 @@ class AdversarialTrainingModel(_compat.SkipSymbolicBuildWhenBuilt, keras.Model):
                 "kappa": None if kappa is None else kappa.numpy()}
 
     def weight_normalization_mode(self) -> str:
-        """How the method's weights are normalised over the global batch."""
-        return "mean"
+        """How the method's weights are normalised over the global batch (the weighting's
+        ``normalization``)."""
+        return self.weighting.normalization
 
     # --------------------------------------------------------------- the steps
     def classifier_fn(self, training=False):
@@ -501,7 +527,8 @@ class AdversarialTrainingModel(_compat.SkipSymbolicBuildWhenBuilt, keras.Model):
     def needs_trace(self) -> bool:
         """Whether the training attack must return its ``AttackTrace`` (GAIRAT's kappa)."""
         # ``needs_kappa``: the name of earlier releases, for methods defined outside.
-        return bool(self.needs_attack_trace or getattr(self, "needs_kappa", False))
+        return bool(self.needs_attack_trace or self.weighting.needs_attack_trace
+                    or getattr(self, "needs_kappa", False))
 
     def training_attack(self) -> Attack:
         """The attack as a training step runs it: the method objective's random start
@@ -580,7 +607,7 @@ class AdversarialTrainingModel(_compat.SkipSymbolicBuildWhenBuilt, keras.Model):
             x_adv, kappa = self._attack(x, y, logits_clean, self.attack_seed())
 
         step = TrainingStep(x=x, y=y, x_adv=x_adv, logits_clean=logits_clean, kappa=kappa,
-                            theta=theta, non_trainable=non_trainable)
+                            theta=theta, non_trainable=non_trainable, model=self)
         if sample_weight is not None:
             step.sample_weight = tf.cast(tf.reshape(sample_weight, [-1]), tf.float32)
         step.reweighting = tf.greater_equal(self.epoch, self.reweight_start_epoch)
@@ -594,6 +621,7 @@ class AdversarialTrainingModel(_compat.SkipSymbolicBuildWhenBuilt, keras.Model):
             step.weighted_loss, step.unweighted_loss = self.sample_losses(step)
         step.tape = tape
 
+        self.weighting.update(step)  # a weighting that learns (MWAT's meta step)
         raw_weights = self.sample_weights(step)
         mode = self.weight_normalization_mode()
         if raw_weights is None:
@@ -739,7 +767,7 @@ class AdversarialTrainingModel(_compat.SkipSymbolicBuildWhenBuilt, keras.Model):
                 loss_fn=self.attack_loss(x, y, logits_clean)))
             logits_adv = self.classifier(x_adv, training=False)
         step = TrainingStep(x=x, y=y, x_adv=x_adv, logits_clean=logits_clean,
-                            logits_adv=logits_adv)
+                            logits_adv=logits_adv, model=self)
         if self.needs_natural_logits:
             step.logits_natural = logits_clean
         weighted, unweighted = self.sample_losses(step)
@@ -814,13 +842,17 @@ class AdversarialTrainingModel(_compat.SkipSymbolicBuildWhenBuilt, keras.Model):
 
     # ---------------------------------------------------------- serialisation
     def get_config(self) -> dict:
-        return {
+        config = {
             "name": self.name,
             "classifier": keras.saving.serialize_keras_object(self.classifier),
             "attack": keras.saving.serialize_keras_object(self.attack),
             "reweight_start_epoch": self.reweight_start_epoch,
             "seed": self.seed,
         }
+        if not self.preset:
+            config["objective"] = keras.saving.serialize_keras_object(self.objective)
+            config["weighting"] = keras.saving.serialize_keras_object(self.weighting)
+        return config
 
     @classmethod
     def from_config(cls, config, custom_objects=None):

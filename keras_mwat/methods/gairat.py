@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import keras
 
-from keras_mwat import validation, weighting
+from keras_mwat import weightings
 from keras_mwat.methods.base import AdversarialTrainingModel
 
 
@@ -34,22 +34,13 @@ class GAIRATModel(AdversarialTrainingModel):
     ```
     """
 
-    needs_attack_trace = True
+    preset = True
 
     def __init__(self, classifier, attack=None, lam: float = -1.0,
                  reweight_start_epoch: int = 0, seed=None, **kwargs):
-        super().__init__(classifier, attack=attack, reweight_start_epoch=reweight_start_epoch,
-                         seed=seed, **kwargs)
-        if not self.attack.records_trace:
-            raise TypeError(
-                "GAIRAT counts the PGD steps during which each point stays correctly "
-                "classified: `attack` must record a trace of its iterates (PGD, FGSM, CWPGD), "
-                f"got {type(self.attack).__name__}."
-            )
-        self.lam = validation.check_finite(lam, "lam")
-
-    def sample_weights(self, step):
-        return weighting.gairat(step.kappa, self.attack.num_steps, lam=self.lam)
+        super().__init__(classifier, attack=attack, weighting=weightings.GAIRATWeighting(lam),
+                         reweight_start_epoch=reweight_start_epoch, seed=seed, **kwargs)
+        self.lam = self.weighting.lam
 
     def get_config(self) -> dict:
         return {**super().get_config(), "lam": self.lam}

@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import keras
 
-from keras_mwat import validation, weighting
-from keras_mwat.methods import objectives
+from keras_mwat import objectives, validation, weightings
 from keras_mwat.methods.base import AdversarialTrainingModel
 
 
@@ -37,22 +36,19 @@ class MAILModel(AdversarialTrainingModel):
     ```
     """
 
+    preset = True
+
     def __init__(self, classifier, attack=None, base: str = "at", beta: float = 6.0,
                  bias: float = -1.5, slope: float = 1.0, reweight_start_epoch: int = 0,
                  seed=None, **kwargs):
-        super().__init__(classifier, attack=attack, reweight_start_epoch=reweight_start_epoch,
-                         seed=seed, **kwargs)
-        self.base = validation.check_choice(base, "base", objectives.BASES)
-        self.objective = objectives.from_base(base, beta)
+        base = validation.check_choice(base, "base", objectives.BASES)
+        super().__init__(classifier, attack=attack,
+                         objective=objectives.from_base(base, beta),
+                         weighting=weightings.MAILWeighting(bias=bias, slope=slope),
+                         reweight_start_epoch=reweight_start_epoch, seed=seed, **kwargs)
+        self.base = base
         self.beta = validation.check_nonnegative(beta, "beta")
-        self.bias = validation.check_finite(bias, "bias")
-        self.slope = validation.check_finite(slope, "slope")
-
-    def sample_weights(self, step):
-        return weighting.mail(step.y, step.logits_adv, bias=self.bias, slope=self.slope)
-
-    def weight_normalization_mode(self) -> str:
-        return "none"
+        self.bias, self.slope = self.weighting.bias, self.weighting.slope
 
     def get_config(self) -> dict:
         return {**super().get_config(), "base": self.base, "beta": self.beta,

@@ -25,8 +25,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_mwat import losses, margins, validation, weighting
-from keras_mwat.methods import bilevel, objectives, replicas
+from keras_mwat import losses, margins, objectives, validation, weighting, weightings
+from keras_mwat.methods import bilevel, replicas
 from keras_mwat.methods.base import AdversarialTrainingModel, TrainingStep
 from keras_mwat.weight_net import WeightNetwork
 
@@ -51,6 +51,41 @@ def missing_meta_set_message(name: str) -> str:
         "meta_source='batch' for this library's earlier variant that takes the meta loss "
         "on the training batch itself."
     )
+
+
+class LookAheadWeighting(weightings.Weighting):
+    """The weighting of ``MWATModel`` and its variants: the weight network of the margin
+    features, learned by the look-ahead (bilevel) step.
+
+    ``update`` runs the model's ``meta_step`` (pseudo step, meta loss, weight-network
+    step); ``weights`` is the weight network of the step's margin features, with no side
+    effect. It works with the model that owns the weight network, the meta set and the
+    hypergradient settings (an ``MWATModel``), which creates it; it is not a standalone
+    weighting for ``AdversarialTrainingModel``.
+
+    Args:
+        normalization: "sum" (the paper's), "mean" or "none".
+
+    Example:
+    ```python
+    model = km.MWATModel(km.zoo.tiny_cnn(), meta_source="batch")
+    model.weighting  # LookAheadWeighting(normalization="sum")
+    ```
+    """
+
+    def __init__(self, normalization: str = "sum"):
+        self.normalization = validation.check_choice(
+            normalization, "weight_normalization", weighting.NORMALIZATIONS)
+
+    def update(self, step) -> None:
+        step.model.meta_step(step)
+
+    def weights(self, step):
+        model = step.model
+        return model.weight_net(tf.stop_gradient(model.weight_features(step)))
+
+    def __repr__(self) -> str:
+        return f"LookAheadWeighting(normalization={self.normalization!r})"
 
 
 @keras.saving.register_keras_serializable(package="keras_mwat")
@@ -136,6 +171,7 @@ class MWATModel(AdversarialTrainingModel):
     ```
     """
 
+    preset = True
     #: Whether the method learns a weight network (the non-parametric variant does not).
     learns_weight_net = True
     #: Hidden units of the default weight network (the paper's 128).
@@ -165,13 +201,14 @@ class MWATModel(AdversarialTrainingModel):
         meta_attack_model: str = "pseudo",
         **kwargs,
     ):
-        super().__init__(classifier, attack=attack, reweight_start_epoch=reweight_start_epoch,
-                         seed=seed, **kwargs)
-        self.base = validation.check_choice(base, "base", objectives.BASES)
+        base = validation.check_choice(base, "base", objectives.BASES)
+        super().__init__(classifier, attack=attack, objective=objectives.from_base(base, beta),
+                         weighting=self.make_weighting(weight_normalization),
+                         reweight_start_epoch=reweight_start_epoch, seed=seed, **kwargs)
+        self.base = base
         self.beta = validation.check_nonnegative(beta, "beta")
         self.hypergradient_mode = validation.check_choice(
             hypergradient_mode, "hypergradient_mode", bilevel.HYPERGRADIENT_MODES)
-        self.objective = objectives.from_base(base, beta)
         self.margin = validation.check_choice(margin, "margin", margins.MARGIN_KINDS)
         self.meta_source = validation.check_choice(meta_source, "meta_source", META_SOURCES)
         self.meta_objective = validation.check_choice(
@@ -260,6 +297,10 @@ class MWATModel(AdversarialTrainingModel):
             self.meta_optimizer.build(self.weight_net.trainable_variables)
         super().build(input_shape)
 
+    def make_weighting(self, weight_normalization: str) -> weightings.Weighting:
+        """The method's weighting (``LookAheadWeighting``; the variants return theirs)."""
+        return LookAheadWeighting(weight_normalization)
+
     def default_meta_optimizer(self) -> keras.optimizers.Optimizer:
         """The paper's plain gradient step on the weight network, ``SGD(α)``."""
         return keras.optimizers.SGD(DEFAULT_META_LEARNING_RATE)
@@ -327,15 +368,14 @@ class MWATModel(AdversarialTrainingModel):
     def method_metrics(self) -> list:
         return [self.meta_loss_tracker]
 
-    def weight_normalization_mode(self) -> str:
-        return self.weight_normalization
-
     # ---------------------------------------------------------------- weights
     def margin_logits(self, step: TrainingStep):
         logits = step.logits_adv if self.margin_source == "adversarial" else step.logits_clean
         return tf.stop_gradient(logits)
 
-    def sample_weights(self, step: TrainingStep):
+    def meta_step(self, step: TrainingStep) -> None:
+        """The weight network's meta update, on the steps that take one (the weighting's
+        ``update``): after the warm-up, every ``meta_update_every``-th step."""
         features = tf.stop_gradient(self.weight_features(step))
         iteration = tf.cast(self.optimizer.iterations, tf.int64)
         update = tf.logical_and(step.reweighting,
@@ -345,7 +385,6 @@ class MWATModel(AdversarialTrainingModel):
         # optimizer: under tf.distribute that needs the cross-replica branch.
         replicas.synchronized_cond(update, self.meta_update, args=(step, features),
                                    fetch=fetch)
-        return self.weight_net(features)
 
     def meta_update(self, step: TrainingStep, features, *meta_batch) -> None:
         """One step of the weight network on the look-ahead meta loss; logs the meta loss.
@@ -369,9 +408,6 @@ class MWATModel(AdversarialTrainingModel):
                 self._distributed_meta_iterator = iter(
                     strategy.experimental_distribute_dataset(self._meta_dataset.repeat()))
         return tuple(next(self._distributed_meta_iterator))[:2]
-
-    def current_weights(self, step: TrainingStep):
-        return self.weight_net(tf.stop_gradient(self.weight_features(step)))
 
     def virtual_learning_rate(self):
         if self.inner_lr is not None:

@@ -13,10 +13,45 @@ import dataclasses
 import keras
 import tensorflow as tf
 
-from keras_mwat import weighting
+from keras_mwat import validation, weighting, weightings
 from keras_mwat.methods import bilevel, replicas
 from keras_mwat.methods.base import TrainingStep
 from keras_mwat.methods.mwat import MWATModel
+
+
+class AlignmentWeighting(weightings.Weighting):
+    """The non-parametric weighting: clipped gradient alignment with the meta loss.
+
+    ``update`` computes the step's weights and logs the meta loss (the weights are a
+    by-product of that computation, kept in ``step.precomputed_weights``); ``weights``
+    returns them, or, for a step that did not take the update (inspection), computes them
+    afresh without logging. Bound to ``MWATNonParametricModel``, which creates it.
+
+    Args:
+        normalization: "sum" (default), "mean" or "none".
+
+    Example:
+    ```python
+    model = km.MWATNonParametricModel(km.zoo.tiny_cnn(), meta_source="batch")
+    model.weighting  # AlignmentWeighting(normalization="sum")
+    ```
+    """
+
+    def __init__(self, normalization: str = "sum"):
+        self.normalization = validation.check_choice(
+            normalization, "weight_normalization", weighting.NORMALIZATIONS)
+
+    def update(self, step) -> None:
+        meta_loss, step.precomputed_weights = step.model.alignment_weights(step)
+        step.model.meta_loss_tracker.update_state(meta_loss * replicas.replica_count())
+
+    def weights(self, step):
+        if step.precomputed_weights is not None:
+            return step.precomputed_weights
+        return step.model.alignment_weights_now(step)
+
+    def __repr__(self) -> str:
+        return f"AlignmentWeighting(normalization={self.normalization!r})"
 
 
 @keras.saving.register_keras_serializable(package="keras_mwat")
@@ -51,12 +86,10 @@ class MWATNonParametricModel(MWATModel):
 
     learns_weight_net = False
 
-    def sample_weights(self, step: TrainingStep):
-        meta_loss, weights = self._alignment_weights(step)
-        self.meta_loss_tracker.update_state(meta_loss * replicas.replica_count())
-        return weights
+    def make_weighting(self, weight_normalization: str) -> weightings.Weighting:
+        return AlignmentWeighting(weight_normalization)
 
-    def _alignment_weights(self, step: TrainingStep):
+    def alignment_weights(self, step: TrainingStep):
         """(meta loss at θ̃, clipped alignments) for a step whose tape recorded the losses."""
         meta_batch = None
         if self._meta_dataset is not None:
@@ -73,7 +106,7 @@ class MWATNonParametricModel(MWATModel):
             inner_loss_scale=self.optimizer.scale_loss(tf.constant(1.0)))
         return meta_loss, tf.nn.relu(tf.cast(products[0], tf.float32))
 
-    def current_weights(self, step: TrainingStep):
+    def alignment_weights_now(self, step: TrainingStep):
         """The weights of a step without a recorded tape (inspection): records one."""
         theta = [tf.convert_to_tensor(v) for v in self.classifier.trainable_variables]
         non_trainable = [tf.convert_to_tensor(v)
@@ -86,4 +119,4 @@ class MWATNonParametricModel(MWATModel):
                 replay.logits_natural, _ = self.forward(theta, non_trainable, step.x)
             replay.weighted_loss, replay.unweighted_loss = self.sample_losses(replay)
         replay.tape = tape
-        return self._alignment_weights(replay)[1]
+        return self.alignment_weights(replay)[1]

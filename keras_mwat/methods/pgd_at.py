@@ -23,5 +23,7 @@ class PGDATModel(AdversarialTrainingModel):
     ```
     """
 
+    preset = True
+
     def __init__(self, classifier, attack=None, seed=None, **kwargs):
         super().__init__(classifier, attack=attack, seed=seed, **kwargs)

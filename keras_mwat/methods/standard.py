@@ -30,6 +30,8 @@ class StandardModel(AdversarialTrainingModel):
     ```
     """
 
+    preset = True
+
     def _attack(self, x, y, logits_clean, seed, model_fn=None):
         """No attack in training: the "adversarial" inputs are the clean ones."""
         return tf.stop_gradient(x), None

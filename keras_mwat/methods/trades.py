@@ -8,7 +8,7 @@ from __future__ import annotations
 import keras
 
 from keras_mwat.methods.base import AdversarialTrainingModel
-from keras_mwat.methods.objectives import TRADESObjective
+from keras_mwat.objectives import TRADESObjective
 
 
 @keras.saving.register_keras_serializable(package="keras_mwat")
@@ -31,9 +31,11 @@ class TRADESModel(AdversarialTrainingModel):
     ```
     """
 
+    preset = True
+
     def __init__(self, classifier, attack=None, beta: float = 6.0, seed=None, **kwargs):
-        super().__init__(classifier, attack=attack, seed=seed, **kwargs)
-        self.objective = TRADESObjective(beta)
+        super().__init__(classifier, attack=attack, objective=TRADESObjective(beta), seed=seed,
+                         **kwargs)
 
     def get_config(self) -> dict:
         return {**super().get_config(), **self.objective.get_config()}

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import keras
 
-from keras_mwat import validation, weighting
+from keras_mwat import weightings
 from keras_mwat.methods.base import AdversarialTrainingModel
 
 
@@ -31,14 +31,13 @@ class WMMRModel(AdversarialTrainingModel):
     ```
     """
 
+    preset = True
+
     def __init__(self, classifier, attack=None, alpha: float = 1.0,
                  reweight_start_epoch: int = 0, seed=None, **kwargs):
-        super().__init__(classifier, attack=attack, reweight_start_epoch=reweight_start_epoch,
-                         seed=seed, **kwargs)
-        self.alpha = validation.check_finite(alpha, "alpha")
-
-    def sample_weights(self, step):
-        return weighting.wmmr(step.y, step.logits_adv, alpha=self.alpha)
+        super().__init__(classifier, attack=attack, weighting=weightings.WMMRWeighting(alpha),
+                         reweight_start_epoch=reweight_start_epoch, seed=seed, **kwargs)
+        self.alpha = self.weighting.alpha
 
     def get_config(self) -> dict:
         return {**super().get_config(), "alpha": self.alpha}
