@@ -28,10 +28,10 @@ def run(alpha: float, seed: int, epochs: int, data, meta) -> dict:
 
     keras.utils.set_random_seed(seed)
     attack = km.attacks.PGD(eps=0.1, step_size=0.025, num_steps=10)
-    model = km.MWATModel(km.zoo.tiny_cnn(), attack=attack, meta_data=meta, seed=seed,
-                         meta_optimizer=keras.optimizers.SGD(alpha))
+    model = km.MWATModel(km.zoo.tiny_cnn(), attack=attack, meta_data=meta, seed=seed)
     before = [v.numpy().copy() for v in model.weight_net.trainable_variables]
-    model.compile(optimizer=keras.optimizers.SGD(0.1, momentum=0.9))
+    model.compile(optimizer=keras.optimizers.SGD(0.1, momentum=0.9),
+                  meta_optimizer=keras.optimizers.SGD(alpha))
     started = time.process_time()
     history = model.fit(*data.train, batch_size=128, epochs=epochs, verbose=0,
                         callbacks=[km.callbacks.EpsilonWarmup(epochs=3)])

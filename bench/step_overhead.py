@@ -257,7 +257,7 @@ def build_step(name: str, model: str, seed: int, num_steps: int = 10, meta_size:
         # The defaults are the paper's: only the meta set and the update period are given.
         wrapper = km.MWATModel(net, attack=pgd, seed=seed,
                                meta_data=meta_set(model, meta_size, seed),
-                               meta_update_every=UPDATE_EVERY.get(name, 1))
+                               look_ahead=km.LookAhead(update_every=UPDATE_EVERY.get(name, 1)))
     else:
         reverse = {"hypergradient_mode": "reverse"}
         options = {
@@ -268,7 +268,9 @@ def build_step(name: str, model: str, seed: int, num_steps: int = 10, meta_size:
             "mwat_adv_lowmem": {"meta_objective": "adversarial",
                                 "hypergradient_mode": "low_memory"},
         }[name]
-        wrapper = km.MWATModel(net, attack=pgd, seed=seed, meta_source="batch", **options)
+        grouped = km.methods.mwat_options.group_flat_options(
+            {"meta_source": "batch", **options}, warn=False)  # the flat names of the table
+        wrapper = km.MWATModel(net, attack=pgd, seed=seed, **grouped)
     wrapper.compile(optimizer=sgd())
     return tf.function(wrapper.train_step)
 

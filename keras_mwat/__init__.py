@@ -37,6 +37,7 @@ _EXPORTS = {
                     "keras_mwat.evaluation"),
     "export_classifier": "keras_mwat.export",
     "WeightNetwork": "keras_mwat.weight_net",
+    **dict.fromkeys(("MetaSet", "LookAhead"), "keras_mwat.methods.mwat_options"),
 }
 #: Subpackages and modules loaded by ``import keras_mwat``.
 _CORE_MODULES = ("attacks", "callbacks", "data", "evaluation", "losses", "margins",
@@ -132,6 +133,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs: the names __getattr__ provides
         WMMRModel,
     )
     from keras_mwat.methods.done import DONEModel  # noqa: F401
+    from keras_mwat.methods.mwat_options import LookAhead, MetaSet  # noqa: F401
     from keras_mwat.weight_net import WeightNetwork  # noqa: F401
 elif os.environ.get("KERAS_MWAT_LAZY_IMPORT") != "1":
     load()

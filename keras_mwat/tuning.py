@@ -273,12 +273,12 @@ class MWATHyperModel(keras_tuner.HyperModel):
             self.build_classifier(),
             attack=self.attack(),
             weight_net=WeightNetwork(hidden_units=(int(units),), name="weight_net"),
-            meta_optimizer=keras.optimizers.SGD(float(meta_learning_rate)),
             meta_data=self.meta_data,
             seed=self.seed,
             name=self.name,
         )
-        model.compile(optimizer=keras.optimizers.SGD(float(learning_rate), momentum=MOMENTUM))
+        model.compile(optimizer=keras.optimizers.SGD(float(learning_rate), momentum=MOMENTUM),
+                      meta_optimizer=keras.optimizers.SGD(float(meta_learning_rate)))
         return model
 
     def fit(self, hp: keras_tuner.HyperParameters, model: MWATModel, *args, **kwargs):

@@ -93,7 +93,7 @@ def test_mixed_precision_scope_builds_float16_models_and_restores_the_policy():
     import keras
 
     import keras_mwat as km
-    from keras_mwat.cli import _build_scope, _classifier
+    from keras_mwat.experiments.runs import _build_scope, _classifier
 
     args = argparse.Namespace(mixed_precision=True, strategy="mirrored",
                               model="wide_resnet:depth=10:widen_factor=1", init="torch", seed=0)

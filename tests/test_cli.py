@@ -121,7 +121,7 @@ def test_compare_over_seeds_with_best_checkpoint_and_resume(tmp_path, capsys):
 
 
 def test_summary_pairs_the_worst_case_difference_by_seed():
-    from keras_mwat.cli import summarize
+    from keras_mwat.experiments.summary import summarize
 
     def row(method, seed, worst):
         return {"method": method, "seed": seed, "clean": 0.9, "PGD-3": worst + 0.1,
@@ -144,7 +144,7 @@ def test_summary_pairs_the_worst_case_difference_by_seed():
 
 
 def test_best_versus_last_reads_each_run_and_counts_the_last_epoch_wins():
-    from keras_mwat.cli import best_versus_last
+    from keras_mwat.experiments.summary import best_versus_last
 
     def row(method, seed, validation, best_epoch, best_clean, best_robust):
         return {"method": method, "seed": seed, "clean": 0.96, "APGD-CE": 0.70,
@@ -173,13 +173,18 @@ def test_compare_rejects_unknown_methods():
 def test_method_specs_parse_constructor_arguments():
     import pytest
 
+    import keras_mwat as km
     from keras_mwat.cli import parse_method_spec
 
     assert parse_method_spec("mwat") == ("mwat", {})
-    assert parse_method_spec("mwat:meta_objective=adversarial:reweight_start_epoch=3") == (
-        "mwat", {"meta_objective": "adversarial", "reweight_start_epoch": 3})
-    assert parse_method_spec("mwn:meta_objective=both:inner_lr=None") == (
-        "mwn", {"meta_objective": "both", "inner_lr": None})
+    # MWAT's grouped options, spelled flat, are folded into km.MetaSet / km.LookAhead.
+    name, overrides = parse_method_spec("mwat:meta_objective=clean:reweight_start_epoch=3")
+    assert name == "mwat" and overrides["reweight_start_epoch"] == 3
+    assert overrides["meta_set"].get_config() == km.MetaSet(objective="clean").get_config()
+    assert overrides["look_ahead"].get_config() == km.LookAhead().get_config()
+    name, overrides = parse_method_spec("mwn:meta_batch_size=64:inner_lr=0.05")
+    assert (overrides["meta_set"].objective, overrides["meta_set"].batch_size) == ("clean", 64)
+    assert overrides["look_ahead"].step_size == 0.05  # MWN's clean meta loss is kept
     with pytest.raises(ValueError, match="unknown method 'mwatt'"):
         parse_method_spec("mwatt:margin=scalar")
     with pytest.raises(ValueError, match="takes no argument 'margins'"):

@@ -20,6 +20,7 @@ reachable through the options; see docs/method.md.
 from __future__ import annotations
 
 import dataclasses
+import warnings
 
 import keras
 import numpy as np
@@ -28,12 +29,18 @@ import tensorflow as tf
 from keras_mwat import losses, margins, objectives, validation, weighting, weightings
 from keras_mwat.methods import bilevel, replicas
 from keras_mwat.methods.base import AdversarialTrainingModel, TrainingStep
+from keras_mwat.methods.mwat_options import (  # noqa: F401 - re-exported names
+    FLAT_OPTIONS,
+    META_ATTACK_MODELS,
+    META_OBJECTIVES,
+    META_SOURCES,
+    LookAhead,
+    MetaSet,
+    group_flat_options,
+)
 from keras_mwat.weight_net import WeightNetwork
 
-META_SOURCES = ("dataset", "batch", "split")
-META_OBJECTIVES = ("adversarial", "clean", "both")
 MARGIN_SOURCES = ("clean", "adversarial")
-META_ATTACK_MODELS = ("pseudo", "current")
 #: Step size α of the weight network's plain gradient step. The paper does not give it
 #: [GAP]; chosen by the sweep in docs/method.md ("Choosing α").
 DEFAULT_META_LEARNING_RATE = 0.3
@@ -104,7 +111,7 @@ class MWATModel(AdversarialTrainingModel):
     Where the paper is silent, our choices [GAP]: the pseudo step is a plain SGD step
     (no momentum, no weight decay) with the optimizer's current learning rate; the meta
     batch is attacked against the pseudo model θ̃ (the literal reading of ``L_val(θ̃)``;
-    ``meta_attack_model="current"`` attacks θ instead) with the training attack (same
+    ``LookAhead(meta_attack_model="current")`` attacks θ instead) with the training attack (same
     objective, same warm-up strength, same seed stream); meta batches are drawn without
     replacement from the meta set, independently each step; α = 0.3 (the sweep in
     docs/method.md); before ``reweight_start_epoch`` (default 0, none in the paper) the
@@ -117,23 +124,16 @@ class MWATModel(AdversarialTrainingModel):
         margin: Weight-net input: "multiclass" (the paper's K-vector ``p_y − p_j``),
             "multiclass_onehot" (with ``one_hot(y)``; ours), "scalar" (Definition 2.2),
             "sorted" or "logit" (ours).
-        meta_source: Meta batch of the weight-network step: "dataset" (the paper's: batches
-            from the held-out ``meta_data``), "batch" (ours: the training batch itself and
-            its adversarial examples) or "split" (ours: a held-out ``meta_fraction`` of
-            each batch; the rest drives the pseudo step).
-        meta_objective: Meta loss of the pseudo classifier: "adversarial" (the paper's),
-            "clean" or "both" (sum of the two cross-entropies; ours).
-        inner_lr: Step size β of the pseudo step; None (the paper's) uses the classifier
-            optimizer's current learning rate.
-        meta_optimizer: Optimizer of the weight network (default: the paper's plain
-            gradient step, ``SGD(0.3)``, α chosen by us); wrapped in a
-            ``LossScaleOptimizer`` under the ``mixed_float16`` policy.
+        meta_set: ``km.MetaSet``: where the meta batches come from (the paper's: 128 a
+            step from the held-out ``meta_data``; ours: "batch", "split") and the meta
+            loss (the paper's: the unweighted adversarial CE; ours: "clean", "both").
+        look_ahead: ``km.LookAhead``: the pseudo step's size β (None, the paper's: the
+            classifier optimizer's current learning rate), how often the weight network
+            is updated, how the hypergradient is computed, which classifier the meta
+            batch is attacked against.
         weight_normalization: "sum" (the paper's: weights sum to 1 over the global batch),
             "mean" (mean 1: the same loss, another logged scale) or "none" (ours).
         reweight_start_epoch: Uniform weights (and no meta update) before this epoch.
-        meta_update_every: Update the weight network every k-th step (1: the paper's; the
-            learned weights are used on every step, the other steps skip the look-ahead and
-            the meta attack: the cheaper option measured in docs/benchmarks.md).
         seed: Seed of the in-graph randomness.
         meta_data: The held-out meta set, with ``meta_source="dataset"``: an ``(x, y)``
             tuple of arrays (meta batches are drawn from it) or a ``tf.data.Dataset`` of
@@ -141,23 +141,18 @@ class MWATModel(AdversarialTrainingModel):
             a training set. Not saved with the model: a loaded model refuses to train until
             ``set_meta_data`` attaches it again. Under tf.distribute a dataset's batches are
             global batches; a dataset cannot be used with ``jit_compile=True``.
-        meta_batch_size: Meta batch size drawn from an ``(x, y)`` tuple ``meta_data``
-            (the global meta batch: replicas share the draw and each takes a slice).
-        meta_fraction: Held-out fraction of each batch with ``meta_source="split"``.
         margin_source: Margins from the "clean" logits (the paper's) or the "adversarial"
             ones (ours, the earlier default).
         base: "at" (BiLAW: weights on the CE of x_adv) or "trades" (the paper's
             **BiLAW-TRADES**: ``CE(f(x), y) + beta · w_i · KL(f(x) ‖ f(x_adv))``, weights on
             the KL term only, TRADES's own attack).
         beta: TRADES's KL weight (``base="trades"`` only; the paper's 1/λ = 6).
-        hypergradient_mode: How the hypergradient's per-sample products
-            ``<∇_θ̃ L_meta, ∇_θ l_i>`` are evaluated, all to the same value: "low_memory"
-            (the default), "reverse" or "forward" (docs/benchmarks.md).
-        meta_attack_model: Which classifier the meta batch is attacked against:
-            "pseudo" (θ̃, the literal ``L_val(θ̃)``; default) or "current" (θ). Same cost.
-            Unused with ``meta_source="batch"``/``"split"``, which reuse the training
-            batch's adversarial examples.
-        **kwargs: Passed to ``keras.Model``.
+        **kwargs: Passed to ``keras.Model`` (and, for one release, the flat option names of
+            earlier releases: ``km.methods.mwat_options.FLAT_OPTIONS``).
+
+    The weight network's optimizer is given to ``compile(meta_optimizer=...)`` (default:
+    the paper's plain gradient step, ``SGD(0.3)``, α chosen by us; wrapped in a
+    ``LossScaleOptimizer`` under the ``mixed_float16`` policy).
 
     Example:
     ```python
@@ -176,6 +171,8 @@ class MWATModel(AdversarialTrainingModel):
     learns_weight_net = True
     #: Hidden units of the default weight network (the paper's 128).
     default_hidden_units = (128,)
+    #: Defaults of the option groups that differ from ``MetaSet()`` / ``LookAhead()``.
+    option_defaults: dict = {}
 
     def __init__(
         self,
@@ -183,52 +180,56 @@ class MWATModel(AdversarialTrainingModel):
         attack=None,
         weight_net: WeightNetwork | None = None,
         margin: str = "multiclass",
-        meta_source: str = "dataset",
-        meta_objective: str = "adversarial",
-        inner_lr: float | None = None,
-        meta_optimizer=None,
+        meta_set: MetaSet | None = None,
+        look_ahead: LookAhead | None = None,
         weight_normalization: str = "sum",
         reweight_start_epoch: int = 0,
-        meta_update_every: int = 1,
         seed: int | None = None,
         meta_data=None,
-        meta_batch_size: int = 128,
-        meta_fraction: float = 0.5,
         margin_source: str = "clean",
         base: str = "at",
         beta: float = 6.0,
-        hypergradient_mode: str = "low_memory",
-        meta_attack_model: str = "pseudo",
         **kwargs,
     ):
+        flat = {key: kwargs.pop(key) for key in list(kwargs) if key in FLAT_OPTIONS}
+        meta_optimizer = kwargs.pop("meta_optimizer", None)
+        if meta_optimizer is not None and kwargs.pop("_meta_optimizer_from_config", False):
+            pass  # a model saved by an earlier release: no warning on loading it
+        elif meta_optimizer is not None:
+            warnings.warn(
+                f"{type(self).__name__}(meta_optimizer=...) is deprecated and will be removed "
+                "in the next release: pass it to compile(meta_optimizer=...).",
+                DeprecationWarning, stacklevel=2)
+        kwargs.pop("_meta_optimizer_from_config", None)
+        grouped = group_flat_options(
+            {"meta_set": meta_set, "look_ahead": look_ahead, **flat},
+            defaults=self.option_defaults, warn=not kwargs.pop("_flat_from_config", False),
+            owner=type(self).__name__)
         base = validation.check_choice(base, "base", objectives.BASES)
         super().__init__(classifier, attack=attack, objective=objectives.from_base(base, beta),
                          weighting=self.make_weighting(weight_normalization),
                          reweight_start_epoch=reweight_start_epoch, seed=seed, **kwargs)
         self.base = base
         self.beta = validation.check_nonnegative(beta, "beta")
-        self.hypergradient_mode = validation.check_choice(
-            hypergradient_mode, "hypergradient_mode", bilevel.HYPERGRADIENT_MODES)
         self.margin = validation.check_choice(margin, "margin", margins.MARGIN_KINDS)
-        self.meta_source = validation.check_choice(meta_source, "meta_source", META_SOURCES)
-        self.meta_objective = validation.check_choice(
-            meta_objective, "meta_objective", META_OBJECTIVES
-        )
         self.margin_source = validation.check_choice(
             margin_source, "margin_source", MARGIN_SOURCES
         )
-        self.meta_attack_model = validation.check_choice(
-            meta_attack_model, "meta_attack_model", META_ATTACK_MODELS)
-        self.inner_lr = None if inner_lr is None else validation.check_positive(
-            inner_lr, "inner_lr")
         self.weight_normalization = validation.check_choice(
             weight_normalization, "weight_normalization", weighting.NORMALIZATIONS
         )
-        self.meta_update_every = validation.check_int(meta_update_every, "meta_update_every")
-        self.meta_batch_size = validation.check_int(meta_batch_size, "meta_batch_size")
-        self.meta_fraction = validation.check_positive(meta_fraction, "meta_fraction")
-        if self.meta_fraction >= 1.0:
-            raise ValueError(f"`meta_fraction` must be in (0, 1), got {meta_fraction!r}.")
+        #: The meta set's options (``km.MetaSet``) and the look-ahead step's
+        #: (``km.LookAhead``); the flat attributes below are read from them.
+        self.meta_set = grouped["meta_set"]
+        self.look_ahead = grouped["look_ahead"]
+        self.meta_source = self.meta_set.source
+        self.meta_objective = self.meta_set.objective
+        self.meta_batch_size = self.meta_set.batch_size
+        self.meta_fraction = self.meta_set.fraction
+        self.inner_lr = self.look_ahead.step_size
+        self.meta_update_every = self.look_ahead.update_every
+        self.hypergradient_mode = self.look_ahead.hypergradient_mode
+        self.meta_attack_model = self.look_ahead.meta_attack_model
 
         if self.learns_weight_net:
             self._build_weight_net(weight_net, meta_optimizer)
@@ -273,6 +274,10 @@ class MWATModel(AdversarialTrainingModel):
                 f"({type(self).__name__}, {self.num_classes} classes): {error}"
             ) from error
 
+        self._set_meta_optimizer(meta_optimizer)
+
+    def _set_meta_optimizer(self, meta_optimizer) -> None:
+        """The weight network's optimizer (None: ``default_meta_optimizer``)."""
         if meta_optimizer is None:
             meta_optimizer = self.default_meta_optimizer()
         else:
@@ -285,6 +290,37 @@ class MWATModel(AdversarialTrainingModel):
         if self._scaled_meta_optimizer:
             meta_optimizer = keras.optimizers.LossScaleOptimizer(meta_optimizer)
         self.meta_optimizer = meta_optimizer
+
+    def compile(self, optimizer="rmsprop", loss=None, metrics=None, meta_optimizer=None,
+                **kwargs):
+        """``AdversarialTrainingModel.compile``, plus the weight network's optimizer.
+
+        Args:
+            optimizer: The classifier's optimizer (its learning rate is also the pseudo
+                step's β unless ``LookAhead(step_size=...)`` is given).
+            loss: See ``AdversarialTrainingModel.compile``.
+            metrics: See ``AdversarialTrainingModel.compile``.
+            meta_optimizer: The weight network's optimizer; None keeps the current one
+                (the method's default: the paper's plain step ``SGD(0.3)``; MWN's
+                ``Adam(1e-3)``).
+            **kwargs: See ``AdversarialTrainingModel.compile``.
+        """
+        if meta_optimizer is not None:
+            if not self.learns_weight_net:
+                raise ValueError(f"{type(self).__name__} learns no weight network: "
+                                 "`meta_optimizer` must be None.")
+            self._set_meta_optimizer(meta_optimizer)
+        super().compile(optimizer=optimizer, loss=loss, metrics=metrics, **kwargs)
+        if self.learns_weight_net and not self.meta_optimizer.built:
+            self.meta_optimizer.build(self.weight_net.trainable_variables)
+
+    def get_compile_config(self) -> dict:
+        config = super().get_compile_config()
+        if config and self.learns_weight_net:
+            config["meta_optimizer"] = keras.optimizers.serialize(
+                self.meta_optimizer.inner_optimizer if self._scaled_meta_optimizer
+                else self.meta_optimizer)
+        return config
 
     def build(self, input_shape=None) -> None:
         """Builds the meta optimizer (on the weight network's variables), then the wrapper.
@@ -561,24 +597,27 @@ class MWATModel(AdversarialTrainingModel):
         config = super().get_config()
         config.update(
             margin=self.margin,
-            meta_source=self.meta_source,
-            meta_objective=self.meta_objective,
-            inner_lr=self.inner_lr,
+            meta_set=keras.saving.serialize_keras_object(self.meta_set),
+            look_ahead=keras.saving.serialize_keras_object(self.look_ahead),
             weight_normalization=self.weight_normalization,
-            meta_update_every=self.meta_update_every,
-            meta_batch_size=self.meta_batch_size,
-            meta_fraction=self.meta_fraction,
             margin_source=self.margin_source,
             base=self.base,
             beta=self.beta,
-            hypergradient_mode=self.hypergradient_mode,
-            meta_attack_model=self.meta_attack_model,
         )
         if self.learns_weight_net:
             config["weight_net"] = keras.saving.serialize_keras_object(self.weight_net)
-            config["meta_optimizer"] = keras.optimizers.serialize(
-                self.meta_optimizer.inner_optimizer if self._scaled_meta_optimizer
-                else self.meta_optimizer)
-        # The meta set is data, not configuration: a loaded model with meta_source="dataset"
-        # refuses to train until ``set_meta_data`` attaches it again.
+        # The meta optimizer is in the compile config; the meta set is data, not
+        # configuration: a loaded model with meta_source="dataset" refuses to train until
+        # ``set_meta_data`` attaches it again.
         return config
+
+    @classmethod
+    def from_config(cls, config, custom_objects=None):
+        config = dict(config)
+        # Files of earlier releases: flat options and the meta optimizer in the config.
+        if any(key in config for key in FLAT_OPTIONS):
+            config["_flat_from_config"] = True
+        if config.get("meta_optimizer") is not None:
+            config["meta_optimizer"] = keras.optimizers.deserialize(config["meta_optimizer"])
+            config["_meta_optimizer_from_config"] = True
+        return super().from_config(config, custom_objects=custom_objects)

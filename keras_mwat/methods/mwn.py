@@ -17,8 +17,8 @@ from keras_mwat.methods.mwat import MWATModel
 class MWNModel(MWATModel):
     """Meta-Weight-Net: learned weights of the per-sample loss, by the look-ahead step.
 
-    Takes the arguments of ``MWATModel`` (``margin`` is unused); ``meta_objective``
-    defaults to "clean", the weight network to 100 hidden units and its optimizer to
+    Takes the arguments of ``MWATModel`` (``margin`` is unused); the meta set defaults to
+    ``km.MetaSet(objective="clean")`` (a ``meta_set`` you pass replaces it whole), the weight network to 100 hidden units and its optimizer to
     ``Adam(1e-3)`` (the reference's).
 
     Example:
@@ -30,8 +30,8 @@ class MWNModel(MWATModel):
     ```
     """
 
-    def __init__(self, classifier, meta_objective: str = "clean", **kwargs):
-        super().__init__(classifier, meta_objective=meta_objective, **kwargs)
+    #: The reference's meta loss: the clean cross-entropy of the meta batch.
+    option_defaults = {"meta_set": {"objective": "clean"}}
 
     default_hidden_units = (100,)
 

@@ -90,7 +90,7 @@ def test_masking_checks_of_many_models_do_not_warn_about_retracing(caplog):
 
 
 def test_compare_drops_only_the_new_model_trace_warning():
-    from keras_mwat.cli import _NewModelTraceFilter
+    from keras_mwat.experiments.runs import _NewModelTraceFilter
 
     def record(message):
         return logging.LogRecord("tensorflow", logging.WARNING, __file__, 1, message, None, None)

@@ -110,7 +110,8 @@ def test_paper_eval_needs_a_dataset_or_compare_json(tmp_path, capsys):
 
 
 def test_compare_records_the_code_commit_in_its_settings():
-    from keras_mwat.cli import _resolve_defaults, _settings, build_parser
+    from keras_mwat.cli import build_parser
+    from keras_mwat.experiments.runs import _resolve_defaults, _settings
 
     args = build_parser().parse_args(["compare", "--methods", "pgd_at"])
     _resolve_defaults(args)

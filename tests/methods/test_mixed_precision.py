@@ -103,5 +103,6 @@ def test_automatic_loss_scaling_is_not_saved_in_the_config(mixed_precision):
     model = km.MWATModel(km.zoo.mlp(input_shape=(4,), num_classes=3, hidden_units=(8,)),
                          attack=km.attacks.FGSM(eps=0.1))
     assert isinstance(model.meta_optimizer, keras.optimizers.LossScaleOptimizer)
-    config = model.get_config()["meta_optimizer"]
+    model.compile(optimizer="sgd")  # the meta optimizer is in the compile config
+    config = model.get_compile_config()["meta_optimizer"]
     assert config["class_name"] == "SGD"  # the paper's plain step, unwrapped

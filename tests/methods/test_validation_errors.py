@@ -78,20 +78,58 @@ def test_unbuilt_classifier_is_rejected():
         km.MWATModel(Net())
 
 
-@pytest.mark.parametrize("kwargs, match", [
-    ({"margin": "hinge"}, "margin"),
-    ({"meta_source": "holdout"}, "meta_source"),
-    ({"meta_objective": "kl"}, "meta_objective"),
-    ({"weight_normalization": "max"}, "weight_normalization"),
-    ({"meta_update_every": 0}, "meta_update_every"),
-    ({"inner_lr": -1.0}, "inner_lr"),
-    ({"reweight_start_epoch": -1}, "reweight_start_epoch"),
-    ({"meta_source": "batch", "meta_data": "meta"}, "meta_data"),
-    ({"meta_attack_model": "theta"}, "meta_attack_model"),
-    ({"meta_data": ([[0.0]], [0])}, "meta_data x"),
+@pytest.mark.parametrize("make_kwargs, match", [
+    (lambda: {"margin": "hinge"}, "margin"),
+    (lambda: {"meta_set": km.MetaSet(source="holdout")}, r"MetaSet\.source"),
+    (lambda: {"meta_set": km.MetaSet(objective="kl")}, r"MetaSet\.objective"),
+    (lambda: {"meta_set": km.MetaSet(fraction=1.0)}, r"MetaSet\.fraction"),
+    (lambda: {"weight_normalization": "max"}, "weight_normalization"),
+    (lambda: {"look_ahead": km.LookAhead(update_every=0)}, r"LookAhead\.update_every"),
+    (lambda: {"look_ahead": km.LookAhead(step_size=-1.0)}, r"LookAhead\.step_size"),
+    (lambda: {"look_ahead": km.LookAhead(meta_attack_model="theta")},
+     r"LookAhead\.meta_attack_model"),
+    (lambda: {"reweight_start_epoch": -1}, "reweight_start_epoch"),
+    (lambda: {"meta_set": km.MetaSet(source="batch"), "meta_data": meta_set()}, "meta_data"),
+    (lambda: {"meta_data": ([[0.0]], [0])}, "meta_data x"),
+    (lambda: {"meta_set": {"source": "batch"}}, "`meta_set` must be a km.MetaSet"),
+    # The deprecated flat spelling runs the same checks.
+    (lambda: {"meta_source": "holdout"}, r"MetaSet\.source"),
+    (lambda: {"inner_lr": -1.0}, r"LookAhead\.step_size"),
 ])
-def test_bad_options(kwargs, match):
-    if kwargs.get("meta_data") == "meta":
-        kwargs = {**kwargs, "meta_data": meta_set()}
+def test_bad_options(make_kwargs, match):
     with pytest.raises((ValueError, TypeError), match=match):
-        km.MWATModel(make_cnn(), attack=deterministic_attack(), **kwargs)
+        km.MWATModel(make_cnn(), attack=deterministic_attack(), **make_kwargs())
+
+
+def test_flat_options_are_deprecated_but_still_work():
+    with pytest.warns(DeprecationWarning, match=r"pass meta_set=km\.MetaSet\(objective=\.\.\.\)"):
+        model = km.MWATModel(make_cnn(), attack=deterministic_attack(),
+                             meta_objective="both", meta_source="batch")
+    assert (model.meta_set.objective, model.meta_set.source) == ("both", "batch")
+    assert model.meta_objective == "both"  # the flat attributes read the groups
+    with pytest.warns(DeprecationWarning, match=r"compile\(meta_optimizer=\.\.\.\)"):
+        model = km.MWATModel(make_cnn(), attack=deterministic_attack(),
+                             meta_set=km.MetaSet(source="batch"),
+                             meta_optimizer=keras.optimizers.Adam(1e-3))
+    assert isinstance(model.meta_optimizer, keras.optimizers.Adam)
+    # MWN keeps its clean meta loss when only another flat option is given.
+    with pytest.warns(DeprecationWarning):
+        mwn = km.MWNModel(make_cnn(), attack=deterministic_attack(), meta_source="batch")
+    assert mwn.meta_set.objective == "clean"
+
+
+def test_meta_optimizer_is_given_to_compile(tiny_data, tmp_path):
+    model = km.MWATModel(make_cnn(), attack=deterministic_attack(), seed=0,
+                         meta_set=km.MetaSet(source="batch"))
+    model.compile(optimizer=keras.optimizers.SGD(0.05),
+                  meta_optimizer=keras.optimizers.SGD(0.7, momentum=0.5))
+    assert model.meta_optimizer.built and float(model.meta_optimizer.momentum) == 0.5
+    model.fit(tiny_data.x_train[:32], tiny_data.y_train[:32], batch_size=32, verbose=0)
+    assert int(model.meta_optimizer.iterations.numpy()) == 1
+    model.save(tmp_path / "mwat.keras")
+    loaded = keras.saving.load_model(tmp_path / "mwat.keras")
+    assert float(loaded.meta_optimizer.learning_rate) == pytest.approx(0.7)
+    assert loaded.meta_set.source == "batch"
+    with pytest.raises(ValueError, match="learns no weight network"):
+        km.MWATNonParametricModel(make_cnn(), meta_set=km.MetaSet(source="batch")).compile(
+            optimizer="sgd", meta_optimizer="adam")
