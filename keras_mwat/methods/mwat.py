@@ -84,6 +84,13 @@ class LookAheadWeighting(weightings.Weighting):
         self.normalization = validation.check_choice(
             normalization, "weight_normalization", weighting.NORMALIZATIONS)
 
+    def check(self, model) -> None:
+        if not isinstance(model, MWATModel):
+            raise TypeError(
+                f"{type(self).__name__} learns with a weight network, a meta set and a "
+                "meta optimizer that km.MWATModel owns: train it as km.MWATModel(classifier, "
+                "objective=..., meta_data=...), which takes any objective.")
+
     def update(self, step) -> None:
         step.model.meta_step(step)
 
@@ -147,6 +154,9 @@ class MWATModel(AdversarialTrainingModel):
             **BiLAW-TRADES**: ``CE(f(x), y) + beta · w_i · KL(f(x) ‖ f(x_adv))``, weights on
             the KL term only, TRADES's own attack).
         beta: TRADES's KL weight (``base="trades"`` only; the paper's 1/λ = 6).
+        objective: Any ``km.objectives.Objective`` instead of ``base`` (ours: the learned
+            weights multiply its weighted terms, e.g. ``MARTObjective()``); the meta loss
+            stays the meta set's.
         **kwargs: Passed to ``keras.Model`` (and, for one release, the flat option names of
             earlier releases: ``km.methods.mwat_options.FLAT_OPTIONS``).
 
@@ -173,6 +183,8 @@ class MWATModel(AdversarialTrainingModel):
     default_hidden_units = (128,)
     #: Defaults of the option groups that differ from ``MetaSet()`` / ``LookAhead()``.
     option_defaults: dict = {}
+    #: The ``base`` the class uses when none is given.
+    default_base = "at"
 
     def __init__(
         self,
@@ -189,6 +201,7 @@ class MWATModel(AdversarialTrainingModel):
         margin_source: str = "clean",
         base: str = "at",
         beta: float = 6.0,
+        objective: objectives.Objective | dict | None = None,
         **kwargs,
     ):
         flat = {key: kwargs.pop(key) for key in list(kwargs) if key in FLAT_OPTIONS}
@@ -206,11 +219,20 @@ class MWATModel(AdversarialTrainingModel):
             defaults=self.option_defaults, warn=not kwargs.pop("_flat_from_config", False),
             owner=type(self).__name__)
         base = validation.check_choice(base, "base", objectives.BASES)
-        super().__init__(classifier, attack=attack, objective=objectives.from_base(base, beta),
+        custom_objective = objective is not None
+        if custom_objective:
+            objective = objectives.get(objective)
+            if base != self.default_base:
+                raise ValueError(f"pass either `objective` or `base`, not both: got "
+                                 f"base={base!r} and objective={objective!r}.")
+        else:
+            objective = objectives.from_base(base, beta)
+        super().__init__(classifier, attack=attack, objective=objective,
                          weighting=self.make_weighting(weight_normalization),
                          reweight_start_epoch=reweight_start_epoch, seed=seed, **kwargs)
         self.base = base
         self.beta = validation.check_nonnegative(beta, "beta")
+        self._custom_objective = custom_objective
         self.margin = validation.check_choice(margin, "margin", margins.MARGIN_KINDS)
         self.margin_source = validation.check_choice(
             margin_source, "margin_source", MARGIN_SOURCES
@@ -604,6 +626,8 @@ class MWATModel(AdversarialTrainingModel):
             base=self.base,
             beta=self.beta,
         )
+        if self._custom_objective:
+            config["objective"] = keras.saving.serialize_keras_object(self.objective)
         if self.learns_weight_net:
             config["weight_net"] = keras.saving.serialize_keras_object(self.weight_net)
         # The meta optimizer is in the compile config; the meta set is data, not

@@ -41,6 +41,13 @@ class AlignmentWeighting(weightings.Weighting):
         self.normalization = validation.check_choice(
             normalization, "weight_normalization", weighting.NORMALIZATIONS)
 
+    def check(self, model) -> None:
+        if not isinstance(model, MWATNonParametricModel):
+            raise TypeError(
+                "AlignmentWeighting needs the meta set and the look-ahead step that "
+                "km.MWATNonParametricModel owns: train it as km.MWATNonParametricModel("
+                "classifier, objective=..., meta_data=...).")
+
     def update(self, step) -> None:
         meta_loss, step.precomputed_weights = step.model.alignment_weights(step)
         step.model.meta_loss_tracker.update_state(meta_loss * replicas.replica_count())

@@ -28,8 +28,13 @@ class MWATTRADESModel(MWATModel):
     ```
     """
 
+    default_base = "trades"
+
     def __init__(self, classifier, base: str = "trades", **kwargs):
         if base != "trades":
             raise ValueError(f"MWATTRADESModel is BiLAW-TRADES: `base` must be 'trades', got "
                              f"base={base!r} (use MWATModel for base='at').")
+        if kwargs.get("objective") is not None:
+            raise ValueError("MWATTRADESModel is BiLAW-TRADES: it takes no `objective` (use "
+                             "MWATModel(objective=...) for another one).")
         super().__init__(classifier, base=base, **kwargs)

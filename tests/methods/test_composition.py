@@ -173,3 +173,37 @@ def test_done_is_registered_by_one_line(tmp_path, tiny_data):
     _train(model, tiny_data)
     model.save(tmp_path / "done.keras")
     assert keras.saving.load_model(tmp_path / "done.keras").r == 2.0
+
+
+# ------------------------------------------------------- learned weighting, any objective
+def test_mwat_takes_any_objective(tiny_data, tmp_path):
+    from tests.methods.helpers import meta_set
+
+    def mwat(**kwargs):
+        return km.MWATModel(make_cnn(), attack=deterministic_attack(), meta_data=meta_set(),
+                            meta_set=km.MetaSet(batch_size=8), seed=0, **kwargs)
+
+    # base="trades" is the TRADES objective: the same training, bit for bit.
+    by_base = _train(mwat(base="trades", beta=4.0), tiny_data)
+    by_objective = _train(mwat(objective=km.objectives.TRADESObjective(4.0)), tiny_data)
+    for a, b in zip(by_base, by_objective, strict=True):
+        np.testing.assert_array_equal(a, b)
+    # MART's objective with BiLAW's learned weights: trains, saves and loads.
+    model = mwat(objective=km.objectives.MARTObjective(5.0))
+    _train(model, tiny_data)
+    model.save(tmp_path / "mwat_mart.keras")
+    loaded = keras.saving.load_model(tmp_path / "mwat_mart.keras")
+    assert isinstance(loaded.objective, km.objectives.MARTObjective)
+    assert loaded.objective.beta == 5.0
+    with pytest.raises(ValueError, match="either `objective` or `base`"):
+        mwat(base="trades", objective=km.objectives.MARTObjective())
+
+
+def test_learned_weightings_point_to_their_model():
+    from keras_mwat.methods.mwat import LookAheadWeighting
+    from keras_mwat.methods.mwat_nonparametric import AlignmentWeighting
+
+    for weighting, owner in ((LookAheadWeighting(), "km.MWATModel"),
+                             (AlignmentWeighting(), "km.MWATNonParametricModel")):
+        with pytest.raises(TypeError, match=owner.replace(".", r"\.")):
+            km.AdversarialTrainingModel(make_cnn(), weighting=weighting)
