@@ -31,11 +31,12 @@ test: $(STAMP)
 	$(BIN)/ruff check keras_mwat tests bench examples notebooks scripts
 	$(BIN)/python -m pytest -q --durations=30
 
-# The inner loop: the default suite without the `integration` tests (over ~20 s each);
-# under 5 minutes on 2 idle cores. `make test` runs them all before a commit.
+# The inner loop: the default suite without the `integration` tests (over ~20 s each) and
+# without the tests that took over 1.5 s in the last recorded `make test`
+# (tests/durations.json; see tests/conftest.py). `make test` runs them all before a commit.
 test-fast: $(STAMP)
 	$(BIN)/ruff check keras_mwat tests bench examples notebooks scripts
-	$(BIN)/python -m pytest -q -m "not slow and not integration" --durations=10
+	$(BIN)/python -m pytest -q -m "not slow and not integration" --max-duration 1.5 --durations=10
 
 test-slow: $(STAMP)
 	$(BIN)/python -m pytest -q -m slow
