@@ -33,8 +33,20 @@ META_OBJECTIVES = ("adversarial", "clean", "both")
 META_ATTACK_MODELS = ("pseudo", "current")
 
 
+class _Options:
+    """``from_config`` and ``__repr__`` of an options group, from its ``get_config``."""
+
+    @classmethod
+    def from_config(cls, config: dict):
+        return cls(**config)
+
+    def __repr__(self) -> str:
+        fields = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
+        return f"{type(self).__name__}({fields})"
+
+
 @keras.saving.register_keras_serializable(package="keras_mwat")
-class MetaSet:
+class MetaSet(_Options):
     """Where the meta batches come from and which loss the pseudo model is judged by.
 
     Args:
@@ -68,17 +80,10 @@ class MetaSet:
         return {"source": self.source, "objective": self.objective,
                 "batch_size": self.batch_size, "fraction": self.fraction}
 
-    @classmethod
-    def from_config(cls, config: dict):
-        return cls(**config)
-
-    def __repr__(self) -> str:
-        fields = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
-        return f"MetaSet({fields})"
 
 
 @keras.saving.register_keras_serializable(package="keras_mwat")
-class LookAhead:
+class LookAhead(_Options):
     """The look-ahead (pseudo) step and how its hypergradient is computed.
 
     Args:
@@ -112,13 +117,6 @@ class LookAhead:
                 "hypergradient_mode": self.hypergradient_mode,
                 "meta_attack_model": self.meta_attack_model}
 
-    @classmethod
-    def from_config(cls, config: dict):
-        return cls(**config)
-
-    def __repr__(self) -> str:
-        fields = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
-        return f"LookAhead({fields})"
 
 
 #: Earlier flat keyword -> (group, field) of its new spelling.
