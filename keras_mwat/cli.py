@@ -244,6 +244,11 @@ def build_parser() -> argparse.ArgumentParser:
                          help="also write DIR/side_by_side.md: ours (paper-eval files) next "
                               "to this cell of the paper's tables, e.g. "
                               "fmnist-tinycnn-linf0.1 (keras_mwat.experiments.paper_tables)")
+    compare.add_argument("--with-runs", type=Path, action="append", default=[],
+                         metavar="DIR",
+                         help="with --paper-cell: also put the runs of this other compare "
+                              "directory in side_by_side.md (e.g. methods trained at another "
+                              "learning rate); repeatable")
     evaluate = commands.add_parser(
         "evaluate", help="evaluate a saved model's robustness (attacks in cascade, report)")
     evaluate.add_argument("--model", type=Path, required=True,

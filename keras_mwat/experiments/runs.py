@@ -439,6 +439,12 @@ def compare(args: argparse.Namespace) -> dict:
     """
     if args.report_only and args.resume is None:
         raise SystemExit("keras-mwat: --report-only needs --resume DIR")
+    with_runs = getattr(args, "with_runs", [])
+    if with_runs and args.paper_cell is None:
+        raise SystemExit("keras-mwat: --with-runs needs --paper-cell CELL")
+    for other in with_runs:
+        if not other.is_dir():
+            raise SystemExit(f"keras-mwat: --with-runs {other}: no such directory")
     import logging
 
     logging.getLogger("tensorflow").addFilter(_NewModelTraceFilter())
@@ -468,8 +474,6 @@ def compare(args: argparse.Namespace) -> dict:
             directory.mkdir(parents=True, exist_ok=True)
             print(f"\n== {method}, seed {seed}")
             rows.append(_compare_one(method, seed, args, data, train_attack, directory))
-    if args.paper_cell is not None:
-        _write_side_by_side(run_dir, args.paper_cell)
     if not rows:
         raise SystemExit(f"keras-mwat: no finished runs in {run_dir}")
     table = summarize(rows, reference=args.reference)
@@ -491,14 +495,21 @@ def compare(args: argparse.Namespace) -> dict:
            if any("best" in row for row in rows) else ""))
     print("\n" + table)
     print(f"\nwrote {run_dir / 'compare.json'} and {run_dir / 'compare.md'}")
+    if args.paper_cell is not None:  # after compare.json: it reads the learning rate there
+        _write_side_by_side([run_dir, *with_runs], args.paper_cell)
     return report
 
 
-def _write_side_by_side(run_dir: Path, cell: str) -> str:
-    """Writes and prints ``run_dir/side_by_side.md``: ours next to the paper's ``cell``."""
+def _write_side_by_side(directories: list[Path], cell: str) -> str:
+    """Writes and prints ``side_by_side.md`` in the first of ``directories``: the runs of all
+    of them next to the paper's ``cell``."""
     from keras_mwat.experiments import side_by_side
 
-    text = side_by_side.report(run_dir, cell)
+    run_dir = directories[0]
+    try:
+        text = side_by_side.report(directories, cell)
+    except ValueError as error:
+        raise SystemExit(f"keras-mwat: {error}") from None
     (run_dir / "side_by_side.md").write_text(text)
     print("\n" + text)
     print(f"wrote {run_dir / 'side_by_side.md'}")

@@ -1,8 +1,9 @@
 """Ours next to the paper: the Markdown report of a ``keras-mwat compare`` directory.
 
 Reads every run ``DIR/<method>/seed<k>/`` (``result.json`` and the ``paper_eval_last.json``
-/ ``paper_eval_best.json`` of ``keras-mwat paper-eval``) and one cell of the paper's tables
-(``paper_tables``), and writes, for the last and for the best checkpoint:
+/ ``paper_eval_best.json`` of ``keras-mwat paper-eval``) of one or more compare directories
+and one cell of the paper's tables (``paper_tables``), and writes, for the last and for the
+best checkpoint:
 
 1. per method, ours (mean ± standard deviation over seeds) next to the paper's clean /
    PGD-20 / AutoAttack accuracy and the difference ours − paper;
@@ -15,6 +16,13 @@ and then the best checkpoint against the last (paired by seed). Numbers are perc
 cell not there yet says why: ``not run`` (no run folder), ``training`` (a run folder
 without ``result.json``), ``not evaluated`` (no ``paper_eval`` file yet); ``n/a``: the
 paper did not run the method in this cell; ``?``: a number the paper's text lost.
+
+Several directories: a protocol may train some methods with other settings (our Table 1
+runs TRADES at learning rate 0.01 in a directory of its own); the report reads them all and
+names, per directory, its methods and learning rate. A (method, seed) found in two
+directories is an error. A run's spec may carry options the paper's column does not
+(``gairat:reweight_start_epoch=50``): it stands in the paper's column of its base name when
+it is the only spec of that name and no column has its exact name.
 
 Example:
 
@@ -30,6 +38,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -43,6 +52,7 @@ __all__ = [
     "load_runs",
     "mean_std",
     "paired_differences",
+    "paper_columns",
     "report",
     "seed_values",
 ]
@@ -78,17 +88,45 @@ class RunRecord:
     evals: dict = dataclasses.field(default_factory=dict)
 
 
-def load_runs(directory: str | Path) -> list[RunRecord]:
-    """Every run folder ``directory/<method>/seed<k>/``, finished or not, with what it holds.
+def _directories(directories) -> list[Path]:
+    if isinstance(directories, (str, Path)):
+        return [Path(directories)]
+    found = [Path(directory) for directory in directories]
+    if not found:
+        raise ValueError("directories is empty: give at least one compare directory")
+    return found
+
+
+def load_runs(directories: str | Path | Sequence[str | Path]) -> list[RunRecord]:
+    """Every run folder ``<directory>/<method>/seed<k>/`` of one or more compare
+    directories, finished or not, with what it holds.
+
+    Raises:
+        ValueError: If two directories hold a run of the same method and seed.
 
     Example:
 
     ```python
     [(r.method, r.seed, r.result is not None) for r in load_runs("results/x")]
+    load_runs(["results/x", "results/x-lr0.01"])   # TRADES trained at another rate
     ```
     """
     runs = []
-    for path in sorted(Path(directory).glob("*/seed*")):
+    for directory in _directories(directories):
+        runs += _load_directory(directory)
+    seen = {}
+    for run in runs:
+        other = seen.setdefault((run.method, run.seed), run.path)
+        if other != run.path:
+            raise ValueError(f"method {run.method!r}, seed {run.seed} is in two directories: "
+                             f"{other} and {run.path}; keep one (move the other out of "
+                             "<directory>/<method>/)")
+    return runs
+
+
+def _load_directory(directory: Path) -> list[RunRecord]:
+    runs = []
+    for path in sorted(directory.glob("*/seed*")):
         if not path.is_dir():
             continue
         result_file = path / "result.json"
@@ -103,6 +141,33 @@ def load_runs(directory: str | Path) -> list[RunRecord]:
                 evals[checkpoint] = json.loads(file.read_text())
         runs.append(RunRecord(paper_tables.method_key(spec), seed, path, result, evals))
     return runs
+
+
+def paper_columns(methods, paper_methods) -> dict[str, str]:
+    """Which paper column each of our method keys stands in: ``{ours: paper's key}``.
+
+    A key the paper has stands in its own column. Otherwise a spec with options
+    (``gairat:reweight_start_epoch=50``) stands in the column of its base name (``gairat``)
+    when that column exists, no run has the bare base name, and it is the only spec of that
+    name: two variants of one method are never silently folded into the paper's number.
+
+    Example:
+
+    ```python
+    paper_columns(["pgd_at", "gairat:reweight_start_epoch=50.0"], ["pgd_at", "gairat"])
+    # {'pgd_at': 'pgd_at', 'gairat:reweight_start_epoch=50.0': 'gairat'}
+    ```
+    """
+    methods, paper_methods = list(dict.fromkeys(methods)), set(paper_methods)
+    columns = {method: method for method in methods if method in paper_methods}
+    by_base = {}
+    for method in methods:
+        if method not in columns:
+            by_base.setdefault(method.split(":")[0], []).append(method)
+    for base, variants in by_base.items():
+        if len(variants) == 1 and base in paper_methods and base not in columns.values():
+            columns[variants[0]] = base
+    return columns
 
 
 def _value(record: dict, metric: str) -> float:
@@ -194,7 +259,7 @@ def _paper_difference(paper: dict, method: str, reference: str, metric: str) -> 
     return "?" if a is None or b is None else _paper(round(a - b, 10), signed=True)
 
 
-def _main_table(runs, methods, paper, checkpoint) -> list[str]:
+def _main_table(runs, methods, paper, checkpoint, names) -> list[str]:
     header = ["method", "paper's name", "seeds"]
     for label in METRICS.values():
         header += [f"{label}: ours", f"{label}: paper", f"{label}: Δ"]
@@ -202,7 +267,7 @@ def _main_table(runs, methods, paper, checkpoint) -> list[str]:
     for method in methods:
         theirs = paper.get(method)
         values = {m: seed_values(runs, method, checkpoint, m) for m in METRICS}
-        cells = [method, paper_tables.PAPER_NAMES.get(method, "–"), _seeds(values["clean"])]
+        cells = [method, names.get(method, "–"), _seeds(values["clean"])]
         for metric in METRICS:
             printed = None if theirs is None else getattr(theirs, metric)
             ours = values[metric]
@@ -287,6 +352,26 @@ def _best_last_table(runs, methods) -> list[str]:
     return lines
 
 
+def _learning_rate(directory: Path) -> str:
+    settings = directory / "compare.json"
+    if not settings.exists():
+        return "learning rate: no compare.json yet"
+    optimizer = json.loads(settings.read_text()).get("optimizer") or {}
+    return f"{optimizer.get('name', '?')} learning rate {optimizer.get('learning_rate', '?')}"
+
+
+def _sources(runs, directories: list[Path]) -> list[str]:
+    """One line per directory: its methods and its learning rate (several directories)."""
+    if len(directories) < 2:
+        return []
+    lines = ["Runs read from:", ""]
+    for directory in directories:
+        methods = sorted({run.method for run in runs if run.path.parent.parent == directory})
+        lines.append(f"- `{directory}` ({_learning_rate(directory)}): "
+                     f"{', '.join(methods) or 'no runs'}")
+    return [*lines, ""]
+
+
 def _provenance(runs) -> list[str]:
     def commits(records):
         found = set()
@@ -307,12 +392,13 @@ def _provenance(runs) -> list[str]:
             f"{training}{note}."]
 
 
-def report(directory: str | Path, cell: str, command: str | None = None) -> str:
+def report(directory: str | Path | Sequence[str | Path], cell: str,
+           command: str | None = None) -> str:
     """The Markdown side-by-side report of ``directory`` against the paper's ``cell``.
 
     Args:
         directory: A ``keras-mwat compare`` directory, evaluated by ``keras-mwat
-            paper-eval``.
+            paper-eval``, or several (``load_runs``); the first names the report.
         cell: A cell id of ``paper_tables`` (e.g. ``"fmnist-tinycnn-linf0.1"``).
         command: The command that produced the report, quoted at its end.
 
@@ -320,7 +406,8 @@ def report(directory: str | Path, cell: str, command: str | None = None) -> str:
         The Markdown text.
 
     Raises:
-        ValueError: If ``cell`` is not a cell of the paper's tables.
+        ValueError: If ``cell`` is not a cell of the paper's tables, or a (method, seed)
+            is in two directories.
 
     Example:
 
@@ -329,18 +416,25 @@ def report(directory: str | Path, cell: str, command: str | None = None) -> str:
     ```
     """
     paper_cell = paper_tables.get_cell(cell)
-    paper = dict(paper_cell.results)
-    runs = load_runs(directory)
-    methods = list(paper)
-    methods += [run.method for run in runs if run.method not in methods]
-    methods = list(dict.fromkeys(methods))
+    directories = _directories(directory)
+    runs = load_runs(directories)
+    columns = paper_columns([run.method for run in runs], paper_cell.results)
+    row_of = {column: method for method, column in columns.items()}
+    methods = [row_of.get(column, column) for column in paper_cell.results]
+    methods = list(dict.fromkeys(methods + [run.method for run in runs]))
+    paper = {row_of.get(column, column): result
+             for column, result in paper_cell.results.items()}
+    names = {method: paper_tables.PAPER_NAMES.get(columns.get(method, method), "–")
+             for method in methods}
+    extra = "".join(f" --with-runs {other}" for other in directories[1:])
+    evaluated = " and ".join(f"`keras-mwat paper-eval {path}`" for path in directories)
     regenerate = command or (
-        f"the training command (`keras-mwat compare ... --resume {directory}`) with "
-        f"`--report-only --paper-cell {paper_cell.cell}` added")
+        f"the training command (`keras-mwat compare ... --resume {directories[0]}`) with "
+        f"`--report-only --paper-cell {paper_cell.cell}{extra}` added")
     lines = [
         f"# Ours next to the paper: {paper_cell.label} (Table {paper_cell.table})",
         "",
-        f"Ours: `keras-mwat paper-eval {directory}`: clean and PGD-20 (20 steps of ε/4, one "
+        f"Ours: {evaluated}: clean and PGD-20 (20 steps of ε/4, one "
         "random start) on the test set, AutoAttack (APGD-CE, APGD-T, FAB-T, Square, in "
         "cascade) on its first points, the same points for every run. Percent; mean ± "
         "standard deviation over the seeds listed (no ± with one seed). Paper: its "
@@ -348,13 +442,14 @@ def report(directory: str | Path, cell: str, command: str | None = None) -> str:
         "folder), *training* (no result.json yet), *not evaluated* (no paper_eval file "
         "yet), *n/a* (not in the paper's table), *?* (lost in the paper's text).",
         "",
+        *_sources(runs, directories),
         *_provenance(runs),
     ]
     titles = {"last": "Last checkpoint (model.keras, the last epoch)",
               "best": "Best checkpoint (best.keras: highest PGD-10 validation accuracy)"}
     for checkpoint in CHECKPOINTS:
         lines += ["", f"## {titles[checkpoint]}", "",
-                  *_main_table(runs, methods, paper, checkpoint)]
+                  *_main_table(runs, methods, paper, checkpoint, names)]
         for reference in _REFERENCES:
             if reference not in paper and not any(run.method == reference for run in runs):
                 lines += ["", f"No {reference} run in this directory and no "

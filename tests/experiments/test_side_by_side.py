@@ -146,3 +146,68 @@ def test_compare_report_only_writes_the_side_by_side_file(results, capsys):
     with pytest.raises(SystemExit):
         main(["compare", "--resume", str(results), "--report-only", "--paper-cell", "svhn"])
     assert "argument --paper-cell: unknown paper cell 'svhn'" in capsys.readouterr().err
+
+
+def test_paper_columns_take_a_variant_only_when_unambiguous():
+    paper = ["pgd_at", "trades", "trades:beta=1.0", "gairat", "mail", "wmmr"]
+    columns = side_by_side.paper_columns(
+        ["pgd_at", "gairat:reweight_start_epoch=50.0", "mail:bias=0.05:slope=5.0",
+         "mail:bias=0.1:slope=5.0", "wmmr", "wmmr:alpha=0.1", "trades:beta=1.0", "dyn"], paper)
+    assert columns == {"pgd_at": "pgd_at", "trades:beta=1.0": "trades:beta=1.0",
+                       "wmmr": "wmmr", "gairat:reweight_start_epoch=50.0": "gairat"}
+    # Two MAIL variants: neither is the paper's MAIL; the bare wmmr run keeps its column;
+    # TRADES(1) never stands in for TRADES(6).
+
+
+def _move(results, method, target):
+    import shutil
+
+    (target / method).parent.mkdir(parents=True, exist_ok=True)
+    shutil.move(str(results / method), str(target / method))
+
+
+def test_runs_of_several_directories_and_a_variant_in_the_papers_column(results, tmp_path_factory):
+    other = tmp_path_factory.mktemp("lr0.01")
+    _move(results, "trades", other)
+    _write(other / "compare.json", {"optimizer": {"name": "sgd", "learning_rate": 0.01}})
+    # GAIRAT with our burn-in stands in the paper's GAIRAT column.
+    variant = results / "gairat+reweight_start_epoch=50" / "seed0"
+    _move(results, "gairat", tmp_path_factory.mktemp("collapsed"))
+    _write(variant / "result.json", {"method": "gairat:reweight_start_epoch=50", "seed": 0})
+    _write(variant / "paper_eval_last.json", {
+        "clean": 0.85, "pgd20": 0.75, "aa": 0.66, "pgd20_on_aa_points": 0.76,
+        "n_pgd20": 10000, "n_aa": 1000, "code": {"commit": "b" * 40}})
+    text = side_by_side.report([results, other], "fmnist-tinycnn-linf0.1")
+    last, last_at, last_trades = _tables(text)[:3]
+    gairat = last["gairat:reweight_start_epoch=50.0"]
+    assert gairat["paper's name"] == "GAIRAT" and gairat["AA: paper"] == "64.3"
+    assert gairat["AA: ours"] == "66.00" and gairat["AA: Δ"] == "+1.70"
+    assert "gairat" not in last  # the paper's column is filled by the variant
+    assert last["trades"]["AA: ours"] == "70.00"
+    assert last_trades["mwat"]["clean: ours"] == "+3.00"  # paired across directories
+    assert f"- `{other}` (sgd learning rate 0.01): trades" in text
+    assert f"- `{results}` (learning rate: no compare.json yet)" in text
+    assert f"--with-runs {other}` added" in text
+    # The same method and seed in two directories is refused, naming both.
+    _write(other / "pgd_at" / "seed1" / "result.json", {"method": "pgd_at", "seed": 1})
+    with pytest.raises(ValueError, match=r"'pgd_at', seed 1 is in two directories"):
+        side_by_side.report([results, other], "fmnist-tinycnn-linf0.1")
+
+
+def test_compare_report_only_with_runs_of_another_directory(results, tmp_path_factory, capsys):
+    from keras_mwat.cli import main
+
+    other = tmp_path_factory.mktemp("lr0.01")
+    _move(results, "trades", other)
+    args = ["compare", "--resume", str(results), "--report-only", "--methods", "pgd_at,mwat",
+            "--seeds", "0,1,2", "--verbose", "0"]
+    main([*args, "--paper-cell", "fmnist-tinycnn-linf0.1", "--with-runs", str(other)])
+    written = (results / "side_by_side.md").read_text()
+    assert written == side_by_side.report([results, other], "fmnist-tinycnn-linf0.1")
+    assert "| trades |" in written
+    capsys.readouterr()
+    with pytest.raises(SystemExit, match="--with-runs needs --paper-cell"):
+        main([*args, "--with-runs", str(other)])
+    with pytest.raises(SystemExit, match="--with-runs .*missing: no such directory"):
+        main([*args, "--paper-cell", "fmnist-tinycnn-linf0.1", "--with-runs",
+              str(other / "missing")])
