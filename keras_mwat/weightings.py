@@ -79,6 +79,49 @@ class Weighting:
         return cls(**config)
 
 
+class ModelBoundWeighting(Weighting):
+    """Base of a weighting whose state (a weight network, a meta set, a meta optimizer)
+    belongs to the model that creates it, as MWAT's does.
+
+    Such a weighting is not a standalone part for ``AdversarialTrainingModel``: ``check``
+    refuses any model that is not an instance of ``owner()``, naming the model to use.
+    Subclasses define ``owner`` (a class method returning that model class, imported
+    there to avoid an import cycle), ``update`` and ``weights``.
+
+    Args:
+        normalization: "sum" (default, the paper's), "mean" or "none".
+
+    Example:
+    ```python
+    class MyLearnedWeighting(km.weightings.ModelBoundWeighting):
+        @classmethod
+        def owner(cls):
+            return MyModel          # the model owning the weighting's state
+    ```
+    """
+
+    def __init__(self, normalization: str = "sum"):
+        self.normalization = validation.check_choice(
+            normalization, "weight_normalization", weighting.NORMALIZATIONS)
+
+    @classmethod
+    def owner(cls) -> type:
+        """The model class that owns this weighting's state."""
+        raise NotImplementedError(f"{cls.__name__} must define owner()")
+
+    def check(self, model) -> None:
+        owner = self.owner()
+        if not isinstance(model, owner):
+            raise TypeError(
+                f"{type(self).__name__} learns with state that km.{owner.__name__} owns (its "
+                f"weight network or meta set and meta optimizer): train it as "
+                f"km.{owner.__name__}(classifier, objective=..., meta_data=...), which takes "
+                "any objective.")
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(normalization={self.normalization!r})"
+
+
 @keras.saving.register_keras_serializable(package="keras_mwat")
 class Uniform(Weighting):
     """Uniform weights: every sample counts the same (PGD-AT, TRADES, MART).

@@ -60,7 +60,7 @@ def missing_meta_set_message(name: str) -> str:
     )
 
 
-class LookAheadWeighting(weightings.Weighting):
+class LookAheadWeighting(weightings.ModelBoundWeighting):
     """The weighting of ``MWATModel`` and its variants: the weight network of the margin
     features, learned by the look-ahead (bilevel) step.
 
@@ -80,16 +80,9 @@ class LookAheadWeighting(weightings.Weighting):
     ```
     """
 
-    def __init__(self, normalization: str = "sum"):
-        self.normalization = validation.check_choice(
-            normalization, "weight_normalization", weighting.NORMALIZATIONS)
-
-    def check(self, model) -> None:
-        if not isinstance(model, MWATModel):
-            raise TypeError(
-                f"{type(self).__name__} learns with a weight network, a meta set and a "
-                "meta optimizer that km.MWATModel owns: train it as km.MWATModel(classifier, "
-                "objective=..., meta_data=...), which takes any objective.")
+    @classmethod
+    def owner(cls) -> type:
+        return MWATModel
 
     def update(self, step) -> None:
         step.model.meta_step(step)
@@ -97,9 +90,6 @@ class LookAheadWeighting(weightings.Weighting):
     def weights(self, step):
         model = step.model
         return model.weight_net(tf.stop_gradient(model.weight_features(step)))
-
-    def __repr__(self) -> str:
-        return f"LookAheadWeighting(normalization={self.normalization!r})"
 
 
 @keras.saving.register_keras_serializable(package="keras_mwat")

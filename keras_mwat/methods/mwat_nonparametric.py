@@ -13,13 +13,13 @@ import dataclasses
 import keras
 import tensorflow as tf
 
-from keras_mwat import validation, weighting, weightings
+from keras_mwat import weighting, weightings
 from keras_mwat.methods import bilevel, replicas
 from keras_mwat.methods.base import TrainingStep
 from keras_mwat.methods.mwat import MWATModel
 
 
-class AlignmentWeighting(weightings.Weighting):
+class AlignmentWeighting(weightings.ModelBoundWeighting):
     """The non-parametric weighting: clipped gradient alignment with the meta loss.
 
     ``update`` computes the step's weights and logs the meta loss (the weights are a
@@ -37,16 +37,9 @@ class AlignmentWeighting(weightings.Weighting):
     ```
     """
 
-    def __init__(self, normalization: str = "sum"):
-        self.normalization = validation.check_choice(
-            normalization, "weight_normalization", weighting.NORMALIZATIONS)
-
-    def check(self, model) -> None:
-        if not isinstance(model, MWATNonParametricModel):
-            raise TypeError(
-                "AlignmentWeighting needs the meta set and the look-ahead step that "
-                "km.MWATNonParametricModel owns: train it as km.MWATNonParametricModel("
-                "classifier, objective=..., meta_data=...).")
+    @classmethod
+    def owner(cls) -> type:
+        return MWATNonParametricModel
 
     def update(self, step) -> None:
         meta_loss, step.precomputed_weights = step.model.alignment_weights(step)
@@ -56,9 +49,6 @@ class AlignmentWeighting(weightings.Weighting):
         if step.precomputed_weights is not None:
             return step.precomputed_weights
         return step.model.alignment_weights_now(step)
-
-    def __repr__(self) -> str:
-        return f"AlignmentWeighting(normalization={self.normalization!r})"
 
 
 @keras.saving.register_keras_serializable(package="keras_mwat")
