@@ -352,22 +352,25 @@ def _best_last_table(runs, methods) -> list[str]:
     return lines
 
 
-def _learning_rate(directory: Path) -> str:
+def _settings(directory: Path) -> str:
+    """The data and training settings of a compare directory, from its ``compare.json``."""
     settings = directory / "compare.json"
     if not settings.exists():
-        return "learning rate: no compare.json yet"
-    optimizer = json.loads(settings.read_text()).get("optimizer") or {}
-    return f"{optimizer.get('name', '?')} learning rate {optimizer.get('learning_rate', '?')}"
+        return "settings: no compare.json yet"
+    record = json.loads(settings.read_text())
+    optimizer = record.get("optimizer") or {}
+    return (f"data {record.get('dataset', '?')}, {record.get('train_samples', '?')} training "
+            f"and {record.get('test_samples', '?')} test images, {record.get('epochs', '?')} "
+            f"epochs, {optimizer.get('name', '?')} learning rate "
+            f"{optimizer.get('learning_rate', '?')}")
 
 
 def _sources(runs, directories: list[Path]) -> list[str]:
-    """One line per directory: its methods and its learning rate (several directories)."""
-    if len(directories) < 2:
-        return []
+    """One line per directory: its settings and its methods."""
     lines = ["Runs read from:", ""]
     for directory in directories:
         methods = sorted({run.method for run in runs if run.path.parent.parent == directory})
-        lines.append(f"- `{directory}` ({_learning_rate(directory)}): "
+        lines.append(f"- `{directory}` ({_settings(directory)}): "
                      f"{', '.join(methods) or 'no runs'}")
     return [*lines, ""]
 

@@ -169,7 +169,9 @@ def _move(results, method, target):
 def test_runs_of_several_directories_and_a_variant_in_the_papers_column(results, tmp_path_factory):
     other = tmp_path_factory.mktemp("lr0.01")
     _move(results, "trades", other)
-    _write(other / "compare.json", {"optimizer": {"name": "sgd", "learning_rate": 0.01}})
+    _write(other / "compare.json", {"optimizer": {"name": "sgd", "learning_rate": 0.01},
+                                    "dataset": "fashion_mnist", "train_samples": 59000,
+                                    "test_samples": 10000, "epochs": 100})
     # GAIRAT with our burn-in stands in the paper's GAIRAT column.
     variant = results / "gairat+reweight_start_epoch=50" / "seed0"
     _move(results, "gairat", tmp_path_factory.mktemp("collapsed"))
@@ -185,8 +187,10 @@ def test_runs_of_several_directories_and_a_variant_in_the_papers_column(results,
     assert "gairat" not in last  # the paper's column is filled by the variant
     assert last["trades"]["AA: ours"] == "70.00"
     assert last_trades["mwat"]["clean: ours"] == "+3.00"  # paired across directories
-    assert f"- `{other}` (sgd learning rate 0.01): trades" in text
-    assert f"- `{results}` (learning rate: no compare.json yet)" in text
+    assert (f"- `{other}` (data fashion_mnist, 59000 training and 10000 test images, 100 "
+            "epochs, sgd learning rate 0.01): trades") in text
+    assert (f"- `{results}` (settings: no compare.json yet): "
+            "gairat:reweight_start_epoch=50.0, mwat, pgd_at, wmmr") in text
     assert f"--with-runs {other}` added" in text
     # The same method and seed in two directories is refused, naming both.
     _write(other / "pgd_at" / "seed1" / "result.json", {"method": "pgd_at", "seed": 1})
