@@ -450,7 +450,8 @@ def compare(args: argparse.Namespace) -> dict:
     logging.getLogger("tensorflow").addFilter(_NewModelTraceFilter())
     data, train_attack = _prepare(args)
     seeds = args.seeds or [args.seed]
-    _check_method_specs(args.methods, data, train_attack, args)
+    if not args.report_only:  # a report trains nothing: no model to check
+        _check_method_specs(args.methods, data, train_attack, args)
     if args.resume is not None:
         run_dir = args.resume
         run_dir.mkdir(parents=True, exist_ok=True)
