@@ -135,6 +135,10 @@ def _add_common_arguments(parser: argparse.ArgumentParser, default_eval: str = "
                         help="held-out meta set of the bilevel methods (MWAT, MWN), split "
                              "off the training split (default 1000 as in the paper; 500 on "
                              "the embedded data; at most a fifth of the training split)")
+    parser.add_argument("--meta-held-out-for-all", action="store_true",
+                        help="split the meta set off the training split for every method, "
+                             "not only the bilevel ones (which alone use it): a control in "
+                             "which every method trains on the same images")
     parser.add_argument("--dataset", default="embedded",
                         help="'embedded' (MNIST subset shipped offline), 'fashion_mnist' "
                              "(the full data set from --data-dir, default Debian's "

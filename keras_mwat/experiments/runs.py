@@ -34,12 +34,15 @@ from keras_mwat.experiments.specs import (
 from keras_mwat.experiments.summary import _read_history, best_versus_last, summarize
 
 
-def _build_method(spec: str, classifier, attack, data, seed=None, meta_size=META_SIZE):
+def _build_method(spec: str, classifier, attack, data, seed=None, meta_size=META_SIZE,
+                  meta_held_out_for_all: bool = False):
     """The method of ``spec`` around ``classifier`` and the data it trains on.
 
     A method that needs a held-out meta set (MWAT's family and MWN with their default
     ``meta_source="dataset"``) gets ``meta_size`` samples split off the training split (the
     same ones for every seed); its training split is that much smaller, as in the paper.
+    With ``meta_held_out_for_all`` every other method loses the same samples too (and does
+    not use them): a control that trains every method on the same images.
     Returns ``(model, data)``.
     """
     import keras_mwat as km
@@ -47,7 +50,7 @@ def _build_method(spec: str, classifier, attack, data, seed=None, meta_size=META
     name, overrides = parse_method_spec(spec)
     model = km.METHODS[name](classifier, attack=attack, seed=seed, **overrides)
     if getattr(model, "has_meta_set", True):
-        return model, data
+        return model, (_with_meta_set(data, meta_size) if meta_held_out_for_all else data)
     data = _with_meta_set(data, meta_size)
     model.set_meta_data(data.meta)
     return model, data
@@ -215,8 +218,10 @@ def _fit(method: str, args, data, train_attack, directory: Path, extra_callbacks
     keras.utils.set_random_seed(args.seed)  # the same initial weights for every method
     with _build_scope(args):  # --mixed-precision and --strategy: build and compile here
         classifier = _classifier(args, data)
-        model, data = _build_method(method, classifier, train_attack, data, seed=args.seed,
-                                    meta_size=_meta_size(args, len(data.y_train)))
+        model, data = _build_method(
+            method, classifier, train_attack, data, seed=args.seed,
+            meta_size=_meta_size(args, len(data.y_train)),
+            meta_held_out_for_all=getattr(args, "meta_held_out_for_all", False))
         recipe = _recipe(args)
         if recipe is not None:
             optimizer = recipe.optimizer(math.ceil(len(data.y_train) / args.batch_size))
@@ -280,6 +285,7 @@ def _settings(args, train_attack) -> dict:
         "dataset": args.dataset,
         "optimizer": {"name": args.optimizer, "learning_rate": args.lr},
         "eps_warmup_epochs": args.eps_warmup_epochs,
+        "meta_held_out_for_all": bool(getattr(args, "meta_held_out_for_all", False)),
         "mixed_precision": bool(getattr(args, "mixed_precision", False)),
         "strategy": getattr(args, "strategy", "none"),
         "train_attack": keras.saving.serialize_keras_object(train_attack)["config"],

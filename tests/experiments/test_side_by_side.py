@@ -215,3 +215,4 @@ def test_compare_report_only_with_runs_of_another_directory(results, tmp_path_fa
     with pytest.raises(SystemExit, match="--with-runs .*missing: no such directory"):
         main([*args, "--paper-cell", "fmnist-tinycnn-linf0.1", "--with-runs",
               str(other / "missing")])
+
