@@ -85,8 +85,9 @@ class ModelBoundWeighting(Weighting):
 
     Such a weighting is not a standalone part for ``AdversarialTrainingModel``: ``check``
     refuses any model that is not an instance of ``owner()``, naming the model to use.
-    Subclasses define ``owner`` (a class method returning that model class, imported
-    there to avoid an import cycle), ``update`` and ``weights``.
+    Subclasses define ``owner`` (a class method returning that model class, so that the
+    model may be defined after the weighting, in the same module), ``update`` and
+    ``weights``.
 
     Args:
         normalization: "sum" (default, the paper's), "mean" or "none".

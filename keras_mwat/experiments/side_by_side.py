@@ -352,7 +352,7 @@ def _best_last_table(runs, methods) -> list[str]:
     return lines
 
 
-def _settings(directory: Path) -> str:
+def _directory_settings(directory: Path) -> str:
     """The data and training settings of a compare directory, from its ``compare.json``."""
     settings = directory / "compare.json"
     if not settings.exists():
@@ -370,7 +370,7 @@ def _sources(runs, directories: list[Path]) -> list[str]:
     lines = ["Runs read from:", ""]
     for directory in directories:
         methods = sorted({run.method for run in runs if run.path.parent.parent == directory})
-        lines.append(f"- `{directory}` ({_settings(directory)}): "
+        lines.append(f"- `{directory}` ({_directory_settings(directory)}): "
                      f"{', '.join(methods) or 'no runs'}")
     return [*lines, ""]
 

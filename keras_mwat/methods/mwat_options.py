@@ -81,7 +81,6 @@ class MetaSet(_Options):
                 "batch_size": self.batch_size, "fraction": self.fraction}
 
 
-
 @keras.saving.register_keras_serializable(package="keras_mwat")
 class LookAhead(_Options):
     """The look-ahead (pseudo) step and how its hypergradient is computed.
@@ -116,7 +115,6 @@ class LookAhead(_Options):
         return {"step_size": self.step_size, "update_every": self.update_every,
                 "hypergradient_mode": self.hypergradient_mode,
                 "meta_attack_model": self.meta_attack_model}
-
 
 
 #: Earlier flat keyword -> (group, field) of its new spelling.
